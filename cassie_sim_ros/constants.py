@@ -29,8 +29,11 @@ ENCODER_BITS = np.tile([13, 13, 13, 13, 18], 2)
 DEFAULT_KP = np.tile([100.0, 100.0, 88.0, 96.0, 50.0], 2)
 DEFAULT_KD = np.tile([10.0, 10.0, 8.0, 9.6, 5.0], 2)
 
-# Added to no-delta policy actions to give the motor position target.
-NEUTRAL_MOTOR_OFFSET = np.tile([0.0045, 0.0, 0.4973, -1.1997, -1.5968], 2)
+# Added to no-delta policy actions to give the motor position target. The original used the left
+# leg's values for both legs; the right hip roll is mirrored here (as in the standing keyframe) so
+# that a mirrored action gives exactly the mirrored target.
+NEUTRAL_MOTOR_OFFSET = np.array([0.0045, 0.0, 0.4973, -1.1997, -1.5968,
+                                 -0.0045, 0.0, 0.4973, -1.1997, -1.5968])
 
 # Soft joint limits of the robot simulator: a stiff spring pushes back past these onsets (rad).
 # The right hip roll range mirrors the left one.

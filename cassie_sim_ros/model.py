@@ -164,15 +164,19 @@ IMU_POS = (0.03155, 0.0, -0.07996)
 CLOSED_CHAINS = (("plantar_rod", "foot", (0.35012, 0.0, 0.0)),
                  ("achilles_rod", "heel_spring", (0.5012, 0.0, 0.0)))
 
-# Standing pose (the robot's "home" keyframe), per leg in qpos order:
-# hip roll, hip yaw, hip pitch, achilles quat (4), knee, shin, tarsus, heel spring, foot crank,
-# plantar rod, foot.
-_LEFT_STAND = (0.00449956, 0.0, 0.497301, 0.97861, -0.0164104, 0.0177766, -0.204298, -1.1997,
-               0.0, 1.42671, -2.25907e-06, -1.52439, 1.50645, -1.59681)
-_RIGHT_STAND = (-0.00449956, 0.0, 0.497301, 0.97874, 0.0038687, -0.0151572, -0.204509, -1.1997,
-                0.0, 1.42671, 0.0, -1.52439, 1.50645, -1.59681)
-STANDING_QPOS = np.array((0.0, 0.0, C.STANDING_PELVIS_HEIGHT, 1.0, 0.0, 0.0, 0.0)
-                         + _LEFT_STAND + _RIGHT_STAND)
+# Per leg, the coordinates a left/right mirror negates: hip roll and hip yaw turn the other way;
+# the achilles ball joint lives in a frame whose sideways axis is z, so its rotation axis keeps z
+# and flips x and y. Every other leg joint turns about the sideways axis and is unchanged.
+_LEG_QPOS_SIGN = np.array([-1, -1, 1, 1, -1, -1, 1, 1, 1, 1, 1, 1, 1, 1], dtype=float)
+_LEG_QVEL_SIGN = np.array([-1, -1, 1, -1, -1, 1, 1, 1, 1, 1, 1, 1, 1], dtype=float)
+
+# Standing pose (the robot's "home" keyframe) of the left leg in qpos order: hip roll, hip yaw,
+# hip pitch, achilles quaternion (4), knee, shin, tarsus, heel spring, foot crank, plantar rod,
+# foot. The right leg is its exact mirror image.
+_LEFT_STAND = np.array([0.00449956, 0.0, 0.497301, 0.97861, -0.0164104, 0.0177766, -0.204298,
+                        -1.1997, 0.0, 1.42671, -2.25907e-06, -1.52439, 1.50645, -1.59681])
+STANDING_QPOS = np.concatenate([[0.0, 0.0, C.STANDING_PELVIS_HEIGHT, 1.0, 0.0, 0.0, 0.0],
+                                _LEFT_STAND, _LEFT_STAND * _LEG_QPOS_SIGN])
 
 
 def _fmt(values) -> str:
@@ -332,3 +336,26 @@ def cassie_xml(variant: str = "regular", timestep: float = 0.0005) -> str:
 def load_model(variant: str = "regular", timestep: float = 0.0005) -> mujoco.MjModel:
     """Compile Cassie: ``variant`` is one of ``regular``, ``stiff`` (12x springs), ``soft``."""
     return mujoco.MjModel.from_xml_string(cassie_xml(variant, timestep))
+
+
+
+def mirror_qpos(qpos: np.ndarray) -> np.ndarray:
+    """The generalised positions (..., 35) of the robot mirrored through the world's xz plane."""
+    qpos = np.asarray(qpos, dtype=float)
+    out = np.empty_like(qpos)
+    out[..., 0:3] = qpos[..., 0:3] * [1, -1, 1]
+    out[..., 3:7] = qpos[..., 3:7] * [1, -1, 1, -1]
+    out[..., 7:21] = qpos[..., 21:35] * _LEG_QPOS_SIGN
+    out[..., 21:35] = qpos[..., 7:21] * _LEG_QPOS_SIGN
+    return out
+
+
+def mirror_qvel(qvel: np.ndarray) -> np.ndarray:
+    """The generalised velocities (..., 32) of the mirrored robot."""
+    qvel = np.asarray(qvel, dtype=float)
+    out = np.empty_like(qvel)
+    out[..., 0:3] = qvel[..., 0:3] * [1, -1, 1]
+    out[..., 3:6] = qvel[..., 3:6] * [-1, 1, -1]
+    out[..., 6:19] = qvel[..., 19:32] * _LEG_QVEL_SIGN
+    out[..., 19:32] = qvel[..., 6:19] * _LEG_QVEL_SIGN
+    return out

@@ -1,0 +1,1 @@
+"""Reinforcement learning for Cassie: environments, policies and PPO training."""

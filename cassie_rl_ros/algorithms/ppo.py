@@ -1,0 +1,376 @@
+"""Proximal Policy Optimisation (clipped surrogate), in the style of rsl_rl's PPO.
+
+On top of the textbook algorithm, two things the original Cassie trainer did:
+
+* a KL line search ("ADAM_adapt"): after each minibatch step, if KL(π_old‖π) on that minibatch
+  exceeds ``target_kl``, undo the step (weights *and* Adam moments) and retry it with half the
+  learning rate, up to ``max_line_search_halvings`` times;
+* a mirror-symmetry loss (Yu et al. 2018) pulling μ(s) towards M_a·μ(M_s·s).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from cassie_sim_ros.config import ConfigError
+
+from ..envs.vec_env import VecEnv, check_mirror_matrix
+from ..policies.actor_critic import ActorCritic
+from .storage import Minibatch, RolloutStorage, Transition
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyper-parameters of :class:`PPO`."""
+
+    lr: float = 1e-4
+    """Adam learning rate."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (denominator floor)."""
+    gamma: float = 0.99
+    """Discount factor γ."""
+    lam: float = 0.95
+    """GAE λ: 0 is one-step TD, 1 is Monte-Carlo."""
+    clip: float = 0.2
+    """Surrogate clipping: the ratio π/π_old is clipped to [1 − clip, 1 + clip]."""
+    epochs: int = 3
+    """Passes over each rollout."""
+    minibatch_size: int = 64
+    """Samples (env steps) per gradient step; the rollout remainder is dropped each epoch."""
+    value_loss_coef: float = 1.0
+    """Weight of the value loss in the total loss."""
+    clip_value_loss: bool = False
+    """Clip the value update around the rollout's values by ±clip (rsl_rl's default is True;
+    the original did not clip)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus. Irrelevant when the std is fixed (entropy is constant)."""
+    max_grad_norm: float = 0.05
+    """Global gradient-norm clip over actor and critic parameters together."""
+    target_kl: float | None = 0.02
+    """KL(π_old‖π) threshold used by ``kl_early_stop`` and ``kl_line_search``; None disables
+    both."""
+    kl_early_stop: bool = False
+    """Stop the remaining epochs once an epoch's mean minibatch KL exceeds ``target_kl``."""
+    kl_line_search: bool = True
+    """The original's "ADAM_adapt": retry a minibatch step with a halved learning rate
+    (restoring weights and optimiser state) while its KL exceeds ``target_kl``."""
+    max_line_search_halvings: int = 10
+    """Halvings tried before a minibatch step is rejected outright (weights left as before)."""
+    mirror_coef: float = 0.0
+    """Weight of the mirror loss mean((μ(s) − M_a·μ(M_s·s))²); > 0 needs the env's mirror
+    matrices."""
+    normalize_advantages: bool = True
+    """Standardise advantages over the whole rollout before the epochs."""
+    normalizer_update: Literal["running", "frozen"] = "running"
+    """'running': refresh the observation normaliser from every rollout (after its update, so
+    the old and new policy see the same normalisation). 'frozen': never touch it in training;
+    fit it first with :meth:`PPO.prepass` (or leave it the identity)."""
+
+    def __post_init__(self) -> None:
+        positive = ("lr", "adam_eps", "clip", "max_grad_norm", "epochs", "minibatch_size")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        for name in ("value_loss_coef", "entropy_coef", "mirror_coef", "max_line_search_halvings"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ConfigError(f"target_kl: must be > 0 or null, got {self.target_kl}")
+
+
+def gaussian_kl(
+    mean_old: torch.Tensor, std_old: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean_old, std_old²) ‖ N(mean, std²)) of diagonal Gaussians, summed over last dim."""
+    kl = (
+        torch.log(std / std_old)
+        + (std_old.square() + (mean_old - mean).square()) / (2.0 * std.square())
+        - 0.5
+    )
+    return kl.sum(-1)
+
+
+def mirror_loss(
+    action_mean: Callable[[torch.Tensor], torch.Tensor],
+    obs: torch.Tensor,
+    obs_mirror: torch.Tensor,
+    action_mirror: torch.Tensor,
+    mean: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """mean((μ(s) − M_a·μ(M_s·s))²) over batch and action dims.
+
+    ``obs`` are raw observations: M_s permutes raw features, and ``action_mean`` normalises
+    internally, so the mirrored obs goes through the same normaliser as the original. ``mean``
+    may pass in an already computed μ(obs). Rows are vectors, hence the transposes.
+    """
+    if mean is None:
+        mean = action_mean(obs)
+    mirrored = action_mean(obs @ obs_mirror.T) @ action_mirror.T
+    return (mean - mirrored).square().mean()
+
+
+class PPO:
+    """PPO for an :class:`ActorCritic` on a numpy :class:`VecEnv`.
+
+    A training iteration is::
+
+        obs = env.get_observations()
+        for _ in range(num_steps):
+            obs, rewards, dones, extras = env.step(ppo.act(obs))
+            ppo.process_env_step(rewards, dones, extras)
+        ppo.compute_returns(obs)
+        stats = ppo.update()
+    """
+
+    def __init__(
+        self,
+        policy: ActorCritic,
+        cfg: PPOConfig,
+        num_envs: int,
+        num_steps: int,
+        obs_mirror: np.ndarray | None = None,
+        action_mirror: np.ndarray | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device)
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
+        self.storage = RolloutStorage(
+            num_steps, num_envs, policy.num_obs, policy.num_actions, self.device
+        )
+        self.transition = Transition()
+        policy.normalizer.frozen = cfg.normalizer_update == "frozen"
+
+        self.obs_mirror = self.action_mirror = None
+        if cfg.mirror_coef > 0:
+            if obs_mirror is None or action_mirror is None:
+                raise ConfigError(
+                    "mirror_coef: > 0 needs the env's obs_mirror and action_mirror matrices"
+                )
+            self.obs_mirror = self._tensor(
+                check_mirror_matrix(obs_mirror, policy.num_obs, "obs_mirror")
+            )
+            self.action_mirror = self._tensor(
+                check_mirror_matrix(action_mirror, policy.num_actions, "action_mirror")
+            )
+
+    def _tensor(self, x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
+
+    # ---------------------------------------------------------------- rollout
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Sample actions (num_envs, num_actions) for raw obs (num_envs, num_obs); record them."""
+        obs_t = self._tensor(obs)
+        actions, log_probs, values, means = self.policy.act(obs_t)
+        t = self.transition
+        t.observations, t.actions, t.log_probs, t.values = obs_t, actions, log_probs, values
+        t.action_means, t.action_stds = means, self.policy.std.expand_as(means)
+        return actions.cpu().numpy()
+
+    @torch.no_grad()
+    def process_env_step(
+        self, rewards: np.ndarray, dones: np.ndarray, extras: dict[str, Any]
+    ) -> None:
+        """Record the env's answer to the last :meth:`act`."""
+        t = self.transition
+        t.rewards = self._tensor(rewards)
+        t.dones = self._tensor(dones, torch.bool)
+        t.time_outs = self._tensor(extras["time_outs"], torch.bool)
+        # Only truncated episodes need V(terminal obs); skip the forward pass when there are none.
+        t.terminal_values = torch.zeros_like(t.rewards)
+        if t.time_outs.any():
+            t.terminal_values = (
+                self.policy.value(self._tensor(extras["terminal_obs"])) * t.time_outs
+            )
+        self.storage.add(t)
+        self.transition = Transition()
+
+    @torch.no_grad()
+    def compute_returns(self, last_obs: np.ndarray) -> None:
+        """GAE over the filled rollout, bootstrapping from V(last_obs)."""
+        last_values = self.policy.value(self._tensor(last_obs))
+        self.storage.compute_returns(last_values, self.cfg.gamma, self.cfg.lam)
+
+    # ---------------------------------------------------------------- update
+
+    def update(self) -> dict[str, float]:
+        """Run the PPO epochs over the stored rollout, then clear it. Returns mean statistics."""
+        cfg, storage = self.cfg, self.storage
+        explained_variance = _explained_variance(storage.values, storage.returns)
+        if cfg.normalize_advantages:
+            adv = storage.advantages
+            storage.advantages = (adv - adv.mean()) / (adv.std() + 1e-8)
+        use_kl = cfg.target_kl is not None
+        totals = dict.fromkeys(
+            ("policy_loss", "value_loss", "entropy", "mirror_loss", "clip_fraction", "kl"), 0.0
+        )
+        num_minibatches = halvings = rejections = epochs_run = 0
+        max_step_kl = 0.0
+
+        for _ in range(cfg.epochs):
+            epoch_kls = []
+            for mb in storage.minibatches(cfg.minibatch_size):
+                loss, terms = self._loss(mb)
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                if use_kl and cfg.kl_line_search:
+                    tries, accepted = self._line_search_step(mb)
+                    halvings += tries
+                    rejections += not accepted
+                else:
+                    self.optimizer.step()
+                    accepted = True
+                kl = self._kl(mb)
+                if accepted:
+                    max_step_kl = max(max_step_kl, kl)
+                epoch_kls.append(kl)
+                terms["kl"] = kl
+                for key in totals:
+                    totals[key] += terms[key]
+                num_minibatches += 1
+            epochs_run += 1
+            if use_kl and cfg.kl_early_stop and np.mean(epoch_kls) > cfg.target_kl:
+                break
+
+        # Refresh normalisation only now, so log π_old and V_old above used the same statistics.
+        self.policy.normalizer.update(storage.observations)
+        storage.clear()
+        stats = {key: value / max(num_minibatches, 1) for key, value in totals.items()}
+        stats.update(
+            explained_variance=explained_variance,
+            max_step_kl=max_step_kl,
+            line_search_halvings=float(halvings),
+            line_search_rejections=float(rejections),
+            epochs_run=float(epochs_run),
+            action_std=self.policy.std.mean().item(),
+        )
+        return stats
+
+    def _loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        log_probs, entropy, values, means = self.policy.evaluate(mb.observations, mb.actions)
+        ratio = torch.exp(log_probs - mb.log_probs)
+        # Pessimistic bound: the worse of the clipped and unclipped surrogate.
+        surrogate = -mb.advantages * ratio
+        surrogate_clipped = -mb.advantages * ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip)
+        policy_loss = torch.max(surrogate, surrogate_clipped).mean()
+        if cfg.clip_value_loss:
+            values_clipped = mb.values + (values - mb.values).clamp(-cfg.clip, cfg.clip)
+            value_loss = torch.max(
+                (values - mb.returns).square(), (values_clipped - mb.returns).square()
+            ).mean()
+        else:
+            value_loss = (values - mb.returns).square().mean()
+        loss = policy_loss + cfg.value_loss_coef * value_loss - cfg.entropy_coef * entropy.mean()
+        sym_loss = torch.zeros(())
+        if cfg.mirror_coef > 0:
+            sym_loss = mirror_loss(
+                self.policy.action_mean, mb.observations, self.obs_mirror, self.action_mirror, means
+            )
+            loss = loss + cfg.mirror_coef * sym_loss
+        terms = {
+            "policy_loss": policy_loss.item(),
+            "value_loss": value_loss.item(),
+            "entropy": entropy.mean().item(),
+            "mirror_loss": sym_loss.item(),
+            "clip_fraction": ((ratio - 1.0).abs() > cfg.clip).float().mean().item(),
+        }
+        return loss, terms
+
+    @torch.no_grad()
+    def _kl(self, mb: Minibatch) -> float:
+        """Mean KL(π_old‖π) over the minibatch's states, for the current weights."""
+        means = self.policy.action_mean(mb.observations)
+        return (
+            gaussian_kl(mb.action_means, mb.action_stds, means, self.policy.std.expand_as(means))
+            .mean()
+            .item()
+        )
+
+    def _line_search_step(self, mb: Minibatch) -> tuple[int, bool]:
+        """Step with the gradients already in ``.grad``, halving lr while KL > target_kl.
+
+        Adam's step is proportional to lr (its moments do not depend on lr), so retrying with
+        the same gradients and half the lr takes exactly half the step. Returns (halvings,
+        accepted); a step still over target after the last halving is undone.
+        """
+        saved = self._snapshot()
+        accepted = False
+        for halvings in range(self.cfg.max_line_search_halvings + 1):
+            self._set_lr(self.cfg.lr * 0.5**halvings)
+            self.optimizer.step()
+            if self._kl(mb) <= self.cfg.target_kl:
+                accepted = True
+                break
+            self._restore(saved)
+        self._set_lr(self.cfg.lr)
+        return halvings, accepted
+
+    def _snapshot(self) -> tuple[list[torch.Tensor], dict]:
+        params = [p.detach().clone() for p in self.params]
+        state = {
+            p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+            for p, s in self.optimizer.state.items()
+        }
+        return params, state
+
+    @torch.no_grad()
+    def _restore(self, saved: tuple[list[torch.Tensor], dict]) -> None:
+        params, state = saved
+        for p, value in zip(self.params, params, strict=True):
+            p.copy_(value)
+        # Fresh clones: the optimiser updates its state in place, the snapshot must survive retries.
+        self.optimizer.state.clear()
+        for p, s in state.items():
+            self.optimizer.state[p] = {
+                k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()
+            }
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # ---------------------------------------------------------------- normaliser pre-pass
+
+    @torch.no_grad()
+    def prepass(self, env: VecEnv, steps: int, noise_std: float = 1.0) -> np.ndarray:
+        """Fit the observation normaliser on ``steps`` observations from noisy rollouts.
+
+        Like the original's 10k-step pre-pass: act with μ(s) + N(0, noise_std²) so the
+        statistics cover states a little wider than the initial policy visits. ``steps``
+        counts observations over all envs (rounded up to a multiple of num_envs). The
+        normaliser's ``frozen`` flag is left as it was. Resets the env and returns its obs.
+        """
+        normalizer = self.policy.normalizer
+        was_frozen, normalizer.frozen = normalizer.frozen, False
+        obs = env.reset()
+        for _ in range(math.ceil(steps / env.num_envs)):
+            normalizer.update(obs)
+            mean = self.policy.act_deterministic(self._tensor(obs))
+            actions = mean + noise_std * torch.randn_like(mean)
+            obs, _, _, _ = env.step(actions.cpu().numpy())
+        normalizer.frozen = was_frozen
+        return env.reset()
+
+
+def _explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 − Var(R − V)/Var(R): 1 is a perfect critic, 0 no better than a constant."""
+    var_returns = returns.var().item()
+    if var_returns == 0:
+        return float("nan")
+    return 1.0 - (returns - values).var().item() / var_returns

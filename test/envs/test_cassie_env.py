@@ -1,0 +1,226 @@
+"""CassieEnv: the VecEnv contract, observation layouts, mirror symmetry, rewards and configs."""
+
+import numpy as np
+import pytest
+
+from cassie_rl_ros.envs.cassie_env import CassieEnv, CassieEnvConfig, TermConfig
+from cassie_rl_ros.envs.observations import (ObservationBuilder, ObservationConfig, TaskInputs,
+                                             action_mirror_matrix)
+from cassie_rl_ros.envs.reference import (ReferenceError, ReferenceTrajectory, load_reference,
+                                          save_reference)
+from cassie_rl_ros.envs.rewards import REWARD_TERMS, StepContext
+from cassie_rl_ros.envs.vec_env import check_mirror_matrix
+from cassie_sim_ros import constants as C
+from cassie_sim_ros.config import ConfigError, apply_overrides, from_dict
+from cassie_sim_ros.model import STANDING_QPOS, mirror_qpos, mirror_qvel
+from cassie_sim_ros.sim import CassieSim, SimConfig
+
+FAST = SimConfig(timestep=0.002, actuator="fast")
+
+
+def small_config(**changes) -> CassieEnvConfig:
+    return CassieEnvConfig(**{"sim": FAST, "policy_substeps": 15, **changes})
+
+
+@pytest.fixture(scope="module")
+def reference_file(tmp_path_factory):
+    """A short trajectory in the original .bin format, recorded from the project's sim."""
+    sim = CassieSim(FAST)
+    rows = []
+    for k in range(40):
+        qpos, qvel = sim.qpos[0], sim.qvel[0]
+        motor_q, motor_qd = sim.motor_state()
+        rows.append((k * 0.002, qpos, qvel, sim.motor_torque()[0], motor_q[0], motor_qd[0]))
+        sim.step(1)
+    traj = ReferenceTrajectory(*(np.array([r[i] for r in rows]) for i in range(6)))
+    path = tmp_path_factory.mktemp("ref") / "stand.bin"
+    save_reference(path, traj)
+    return path
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"observation": ObservationConfig(state="true_state")},
+    {"observation": ObservationConfig(command="full", step_frequency=False, clock=False)},
+    {"privileged_critic": False},
+    {"randomization": from_dict(type(CassieEnvConfig().randomization), {"enabled": True})},
+])
+def test_every_variant_resets_and_steps_with_finite_outputs(changes):
+    env = CassieEnv(small_config(**changes), num_envs=3)
+    obs = env.reset()
+    assert obs.shape == (3, env.num_obs) and obs.dtype == np.float32
+    for _ in range(5):
+        obs, rew, done, extras = env.step(np.zeros((3, 10), np.float32))
+    assert np.isfinite(obs).all() and np.isfinite(rew).all()
+    assert rew.shape == (3,) and done.dtype == bool
+    assert set(extras) >= {"time_outs", "terminal_obs", "log"}
+    check_mirror_matrix(env.obs_mirror, env.num_obs, "obs")
+    check_mirror_matrix(env.action_mirror, 10, "action")
+    if env.num_critic_obs:
+        assert extras["critic_obs"].shape == (3, env.num_critic_obs)
+
+
+def test_reference_variants_use_the_trajectory(reference_file):
+    env = CassieEnv(small_config(action="delta", reference_path=str(reference_file),
+                                 observation=ObservationConfig(reference=True, clock=False),
+                                 rewards={"imitation_joints": TermConfig(0.5),
+                                          "imitation_com": TermConfig(0.3),
+                                          "imitation_orientation": TermConfig(0.1),
+                                          "imitation_spring": TermConfig(0.1)}), num_envs=2)
+    # robot sensors 39 + reference state 40 + forward command + stepping frequency
+    assert env.num_obs == 39 + 40 + 1 + 1
+    _, rew, _, extras = env.step(np.zeros((2, 10), np.float32))
+    # Starting on the trajectory and holding its pose, the imitation reward is high.
+    assert extras["log"]["reward/imitation_joints"] > 0.8
+    assert np.all(rew > 0.5)
+
+
+def test_reference_files_that_are_not_trajectories_are_refused(tmp_path, reference_file):
+    truncated = tmp_path / "cut.bin"
+    truncated.write_bytes(reference_file.read_bytes()[:-7])
+    with pytest.raises(ReferenceError, match="truncated"):
+        load_reference(truncated)
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(np.random.default_rng(0).random(98 * 3).tobytes())
+    with pytest.raises(ReferenceError, match="quaternion"):
+        load_reference(garbage)
+    assert load_reference(reference_file).qpos.shape == (40, 35)
+
+
+def test_mirrored_robot_with_mirrored_actions_sees_mirrored_observations():
+    """Run one sim from a state and another from its mirror image with mirrored actions."""
+    cfg = small_config(privileged_critic=False,
+                       observation=ObservationConfig(command="full"),
+                       reset=from_dict(type(CassieEnvConfig().reset),
+                                       {"random_heading": False, "random_phase": False,
+                                        "motor_noise": 0.0, "velocity_noise": 0.0}))
+    env_a, env_b = CassieEnv(cfg, 1), CassieEnv(cfg, 1)
+    rng = np.random.default_rng(3)
+    qpos = STANDING_QPOS.copy()
+    qpos[[7, 8, 9, 14, 20]] += rng.normal(0, 0.05, 5)
+    qvel = np.zeros(32)
+    qvel[[6, 7, 8]] = rng.normal(0, 0.2, 3)
+    env_a.sim.reset(qpos=qpos, qvel=qvel)
+    env_b.sim.reset(qpos=mirror_qpos(qpos), qvel=mirror_qvel(qvel))
+    env_a.set_commands(command=np.array([[0.5, 0.2, 0.1]]))
+    env_b.set_commands(command=np.array([[0.5, -0.2, -0.1]]))
+    env_b.task.phase[:] = 0.5  # half a cycle later the legs have swapped roles
+    env_a.task.target_heading[:] = 0.3
+    env_b.task.target_heading[:] = -0.3
+    m_s, m_a = env_a.obs_mirror, env_a.action_mirror
+    for _ in range(8):
+        action = rng.normal(0, 0.1, (1, 10)).astype(np.float32)
+        obs_a, *_ = env_a.step(action)
+        obs_b, *_ = env_b.step(action @ m_a.T)
+        np.testing.assert_allclose(obs_b[0], m_s @ obs_a[0], atol=2e-2)
+    # and a broken mirror matrix would not pass: the observation is far from symmetric
+    assert np.abs(obs_b[0] - obs_a[0]).max() > 0.05
+
+
+def test_actions_are_offsets_from_the_neutral_pose_and_non_finite_ones_are_dropped():
+    env = CassieEnv(small_config(), num_envs=2)
+    action = np.zeros((2, 10), np.float32)
+    action[0, 3] = 0.2
+    action[1, :] = np.nan
+    env.step(action)
+    targets = env.sim.pd_command()["p_target"]
+    np.testing.assert_allclose(targets[0, 3], C.NEUTRAL_MOTOR_OFFSET[3] + 0.2)
+    np.testing.assert_allclose(targets[1], C.NEUTRAL_MOTOR_OFFSET)
+
+
+def test_falling_terminates_and_the_env_resets_itself():
+    env = CassieEnv(small_config(), num_envs=2)
+    for _ in range(120):  # a fixed pose does not keep Cassie up
+        _, _, done, extras = env.step(np.zeros((2, 10), np.float32))
+        if done.any():
+            break
+    assert done.any() and not extras["time_outs"][done].any()
+    assert (env.sim.pelvis_pose()[0][done, 2] > 0.9).all()  # back on its feet
+
+
+def test_time_out_is_reported_as_truncation():
+    cfg = small_config(episode_seconds=0.09, terminations={})
+    env = CassieEnv(cfg, num_envs=2)
+    dones = [env.step(np.zeros((2, 10), np.float32))[2] for _ in range(3)]
+    assert not dones[0].any() and dones[2].all()
+
+
+def test_stepping_frequency_scales_the_phase_rate():
+    cfg = small_config(reset=from_dict(type(CassieEnvConfig().reset), {"random_phase": False}))
+    env = CassieEnv(cfg, num_envs=2)
+    env.set_commands(step_frequency=np.array([1.0, 2.0]))
+    env.step(np.zeros((2, 10), np.float32))
+    assert env.task.phase[1] == pytest.approx(2 * env.task.phase[0])
+    assert env.task.phase[0] == pytest.approx(env.dt / cfg.gait.cycle_seconds)
+
+
+def _context(n=2, **changes):
+    base = dict(dt=0.03, pelvis_pos=np.tile([0, 0, 0.95], (n, 1)),
+                pelvis_quat=np.tile([1.0, 0, 0, 0], (n, 1)), pelvis_vel=np.zeros((n, 3)),
+                pelvis_angvel=np.zeros((n, 3)), foot_pos=np.zeros((n, 2, 3)),
+                foot_vel=np.zeros((n, 2, 3)), foot_force=np.zeros((n, 2, 3)),
+                motor_pos=np.zeros((n, 10)), motor_vel=np.zeros((n, 10)),
+                motor_torque=np.zeros((n, 10)), shin_pos=np.zeros((n, 2)),
+                action=np.zeros((n, 10)), last_action=np.zeros((n, 10)), phase=np.zeros(n),
+                swing_ratio=0.4, leg_phase_offset=(0.0, 0.5), command=np.zeros((n, 3)),
+                target_heading=np.zeros(n))
+    base.update(changes)
+    return StepContext(**base)
+
+
+def test_speed_reward_peaks_at_the_commanded_speed_along_the_commanded_heading():
+    heading = np.array([np.pi / 2, np.pi / 2])
+    ctx = _context(pelvis_vel=np.array([[0.0, 0.5, 0], [0.5, 0.0, 0]]),
+                   command=np.array([[0.5, 0, 0], [0.5, 0, 0]]), target_heading=heading)
+    reward = REWARD_TERMS["forward_velocity"](ctx)
+    assert reward[0] == pytest.approx(1.0) and reward[1] < 0.2
+
+
+def test_periodic_terms_punish_force_in_swing_and_speed_in_stance():
+    # phase 0.8: the left leg (offset 0) swings, the right (offset 0.5, leg phase 0.3) stands.
+    phase = np.array([0.8, 0.8])
+    force = np.zeros((2, 2, 3))
+    force[1, 0, 2] = 200.0  # env 1 leans on its swinging left foot
+    ctx = _context(phase=phase, foot_force=force)
+    np.testing.assert_allclose(ctx.swing()[0], [1.0, 0.0])
+    r = REWARD_TERMS["swing_foot_force"](ctx)
+    assert r[0] == pytest.approx(1.0) and r[1] < 0.5
+    vel = np.zeros((2, 2, 3))
+    vel[1, 1, 0] = 1.0  # env 1 slides its standing right foot
+    r = REWARD_TERMS["stance_foot_speed"](_context(phase=phase, foot_vel=vel))
+    assert r[0] == pytest.approx(1.0) and r[1] < 0.5
+
+
+def test_a_user_reward_term_is_named_by_module_path(tmp_path, monkeypatch):
+    (tmp_path / "my_cassie_terms.py").write_text(
+        "import numpy as np\n\n"
+        "def always_half(ctx):\n"
+        "    return np.full(ctx.pelvis_pos.shape[0], 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = small_config(rewards={"my_cassie_terms:always_half": TermConfig(1.0)})
+    env = CassieEnv(cfg, num_envs=2)
+    _, rew, _, _ = env.step(np.zeros((2, 10), np.float32))
+    np.testing.assert_allclose(rew, 0.5)
+
+
+def test_bad_env_configs_name_the_key():
+    with pytest.raises(ConfigError, match="env.rewards.speedy.*unknown reward term"):
+        small_config(rewards={"speedy": TermConfig(1.0)})
+    with pytest.raises(ConfigError, match="env.reference_path"):
+        small_config(action="delta")
+    with pytest.raises(ConfigError, match="action.*'no_delta', 'delta'"):
+        apply_overrides(small_config(), ["action=sideways"])
+    with pytest.raises(NotImplementedError, match="state estimator"):
+        CassieEnv(small_config(observation=ObservationConfig(state="state_est")), 1)
+
+
+def test_observation_builder_is_the_same_for_node_and_env():
+    """The policy node builds observations from messages with this same builder."""
+    env = CassieEnv(small_config(), num_envs=1)
+    env.step(np.zeros((1, 10), np.float32))
+    builder = ObservationBuilder(env.config.observation)
+    task = TaskInputs(phase=env.task.phase.copy(), command=env.task.command.copy(),
+                      step_frequency=env.task.step_frequency.copy(),
+                      target_heading=env.task.target_heading.copy())
+    np.testing.assert_array_equal(builder.build(env.sim.sensors(), task), env.get_observations())
+    assert np.array_equal(action_mirror_matrix() @ action_mirror_matrix(), np.eye(10))
