@@ -1,0 +1,1 @@
+"""Thin rclpy nodes (policy, training, hardware bridge); each wraps a pure core object."""

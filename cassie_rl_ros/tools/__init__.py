@@ -1,0 +1,1 @@
+"""Command-line tools: the ``cassie-rl`` entry point and offline render, record and plot tools."""
