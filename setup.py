@@ -79,9 +79,10 @@ setup(
         'pyyaml',
         'mujoco>=4.0',
         'safetensors',
-        'rosbags',
+        'rosbags>=0.11,<0.12',
         'tensorboard',
         'tqdm',
+        'matplotlib',
     ],
     extras_require={
         'ros': ROS_EXTRA,
