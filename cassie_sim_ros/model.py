@@ -325,6 +325,8 @@ def cassie_xml(variant: str = "regular", timestep: float = 0.0005) -> str:
     <gyro name="imu_gyro" site="imu"/>
     <accelerometer name="imu_accel" site="imu"/>
     <magnetometer name="imu_magnetometer" site="imu"/>
+    <contact name="left_foot_grf" subtree1="left_foot" geom2="floor" data="force" reduce="netforce" num="1"/>
+    <contact name="right_foot_grf" subtree1="right_foot" geom2="floor" data="force" reduce="netforce" num="1"/>
   </sensor>
   <keyframe>
     <key name="standing" qpos="{_fmt(STANDING_QPOS)}"/>

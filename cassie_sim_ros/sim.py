@@ -108,11 +108,11 @@ class CassieSim:
         self._joint_qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in C.PASSIVE_JOINT_NAMES])
         self._joint_dadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in C.PASSIVE_JOINT_NAMES])
         self._pelvis = m.body("pelvis").id
-        self._foot_bodies = np.array([m.body(f"{s}_foot").id for s in C.SIDES])
         self._foot_sites = np.array([m.site(f"{s}_foot").id for s in C.SIDES])
-        self._imu = {name: slice(m.sensor_adr[m.sensor(name).id],
-                                 m.sensor_adr[m.sensor(name).id] + m.sensor_dim[m.sensor(name).id])
-                     for name in ("imu_orientation", "imu_gyro", "imu_accel", "imu_magnetometer")}
+        self._sensor = {name: slice(m.sensor_adr[m.sensor(name).id],
+                                    m.sensor_adr[m.sensor(name).id] + m.sensor_dim[m.sensor(name).id])
+                        for name in ("imu_orientation", "imu_gyro", "imu_accel", "imu_magnetometer",
+                                     "left_foot_grf", "right_foot_grf")}
         self._springs = np.array([[m.joint(f"{s}_shin").id, m.joint(f"{s}_heel_spring").id]
                                   for s in C.SIDES])  # (2 sides, 2 springs)
 
@@ -123,7 +123,6 @@ class CassieSim:
         self._qfrc = b.bind("qfrc_applied")
         self._sensordata = b.bind("sensordata")
         self._site_xpos = b.bind("site_xpos")
-        self._cfrc_ext = b.bind("cfrc_ext")
         self._actuator_force = b.bind("actuator_force")
         self._rng = np.random.default_rng(self.config.seed)
 
@@ -336,8 +335,13 @@ class CassieSim:
         return self._site_xpos[:, self._foot_sites].copy()
 
     def foot_forces(self) -> np.ndarray:
-        """(N, 2, 3) world-frame ground reaction force on the left and right foot (N)."""
-        return self._cfrc_ext[:, self._foot_bodies, 3:6].copy()
+        """(N, 2, 3) world-frame ground reaction force on the left and right foot (N): floor
+        contacts only (a leg touching the other leg is not ground reaction)."""
+        s = self._sensordata
+        # The contact sensor reports the foot's force on the floor; the floor's on the foot is
+        # its opposite.
+        return -np.stack([s[:, self._sensor["left_foot_grf"]],
+                          s[:, self._sensor["right_foot_grf"]]], axis=1)
 
     def sensors(self) -> SensorReadings:
         """The robot's sensor readings, with noise when ``sensor_noise`` is on."""
@@ -353,10 +357,10 @@ class CassieSim:
             motor_torque=self.motor_torque(),
             joint_position=self._qpos[:, self._joint_qadr].copy(),
             joint_velocity=self._qvel[:, self._joint_dadr].copy(),
-            imu_orientation=s[:, self._imu["imu_orientation"]].copy(),
-            imu_angular_velocity=s[:, self._imu["imu_gyro"]].copy(),
-            imu_linear_acceleration=s[:, self._imu["imu_accel"]].copy(),
-            imu_magnetometer=s[:, self._imu["imu_magnetometer"]].copy(),
+            imu_orientation=s[:, self._sensor["imu_orientation"]].copy(),
+            imu_angular_velocity=s[:, self._sensor["imu_gyro"]].copy(),
+            imu_linear_acceleration=s[:, self._sensor["imu_accel"]].copy(),
+            imu_magnetometer=s[:, self._sensor["imu_magnetometer"]].copy(),
         )
         if self.config.sensor_noise:
             rng = self._rng

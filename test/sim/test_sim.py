@@ -225,3 +225,13 @@ def test_feet_carry_the_weight_and_the_imu_reads_gravity(timestep):
     np.testing.assert_allclose(sim.sensors().imu_orientation[0], [1, 0, 0, 0], atol=0.05)
     sim.step(int(2.0 / timestep))  # fallen and at rest
     assert np.linalg.norm(sim.sensors().imu_linear_acceleration[0]) == pytest.approx(9.81, abs=0.2)
+
+
+def test_ground_reaction_forces_only_push_even_when_the_legs_touch_while_falling():
+    sim = CassieSim(SimConfig(actuator="fast", timestep=0.002))
+    sim.set_pd(C.NEUTRAL_MOTOR_OFFSET + np.tile([0.3, 0.3, 0, 0, 0], 2))  # legs crossed inward
+    lowest = np.inf
+    for _ in range(150):
+        sim.step(10)
+        lowest = min(lowest, sim.foot_forces()[0, :, 2].min())
+    assert lowest >= 0.0
