@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+import numpy as np
 import yaml
 
 T = TypeVar("T")
@@ -42,15 +43,18 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
         kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
     try:
         obj = cls(**kwargs)
+    except ConfigError as err:
+        # A dataclass names its own field; the caller knows where the dataclass sits.
+        raise ConfigError(f"{path}.{err}" if path else str(err)) from None
     except (ValueError, TypeError) as err:
-        if isinstance(err, ConfigError):
-            raise
         raise ConfigError(f"{path or '<root>'}: {err}") from None
     return obj
 
 
 def to_dict(obj: Any) -> Any:
     """Plain-data (YAML-safe) view of a dataclass tree."""
+    if isinstance(obj, np.generic):
+        return obj.item()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):

@@ -41,9 +41,9 @@ class SimConfig:
     """faithful: the robot simulator's pipeline in numpy; fast: an ideal PD inside MuJoCo."""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     """Parts of the faithful pipeline (ignored in fast mode)."""
-    kp: tuple[float, ...] = tuple(C.DEFAULT_KP)
+    kp: tuple[float, ...] = tuple(C.DEFAULT_KP.tolist())
     """Default P gains per motor (N·m/rad), used until a command sets its own."""
-    kd: tuple[float, ...] = tuple(C.DEFAULT_KD)
+    kd: tuple[float, ...] = tuple(C.DEFAULT_KD.tolist())
     """Default D gains per motor (N·m·s/rad)."""
     sensor_noise: bool = False
     """Gaussian noise on gyro, accelerometer and joint encoders (off for exact tests)."""
@@ -52,14 +52,14 @@ class SimConfig:
 
     def __post_init__(self):
         if not (np.isfinite(self.timestep) and 0.0 < self.timestep <= 0.005):
-            raise ConfigError(f"sim.timestep: {self.timestep!r} s is outside (0, 0.005]")
+            raise ConfigError(f"timestep: {self.timestep!r} s is outside (0, 0.005]")
         for name in ("kp", "kd"):
             gains = np.asarray(getattr(self, name), dtype=float)
             if gains.shape != (C.NUM_MOTORS,):
-                raise ConfigError(f"sim.{name}: expected {C.NUM_MOTORS} gains in motor order "
+                raise ConfigError(f"{name}: expected {C.NUM_MOTORS} gains in motor order "
                                   f"{', '.join(C.MOTOR_NAMES)}; got {gains.size}")
             if not np.all(np.isfinite(gains)) or np.any(gains < 0):
-                raise ConfigError(f"sim.{name}: gains must be finite and >= 0, got {gains}")
+                raise ConfigError(f"{name}: gains must be finite and >= 0, got {gains}")
 
 
 @dataclass

@@ -27,6 +27,10 @@ PURE_CORES = [
     'cassie_rl_ros.algorithms',
     'cassie_rl_ros.policies',
     'cassie_rl_ros.envs',
+    'cassie_rl_ros.training',
+    'cassie_sim_ros.actuator',
+    'cassie_sim_ros.sim_server',
+    'cassie_sim_ros.estimator',
 ]
 
 

@@ -23,6 +23,7 @@ from cassie_sim_ros.config import ConfigError
 
 from ..envs.vec_env import VecEnv, check_mirror_matrix
 from ..policies.actor_critic import ActorCritic
+from ..policies.normalizer import ObservationNormalizer
 from .storage import Minibatch, RolloutStorage, Transition
 
 
@@ -124,12 +125,15 @@ class PPO:
 
     A training iteration is::
 
-        obs = env.get_observations()
+        obs, critic_obs = env.get_observations(), env.get_critic_observations()
         for _ in range(num_steps):
-            obs, rewards, dones, extras = env.step(ppo.act(obs))
+            obs, rewards, dones, extras = env.step(ppo.act(obs, critic_obs))
+            critic_obs = extras.get("critic_obs")
             ppo.process_env_step(rewards, dones, extras)
-        ppo.compute_returns(obs)
+        ppo.compute_returns(obs, critic_obs)
         stats = ppo.update()
+
+    ``critic_obs`` is None throughout unless the policy has an asymmetric critic.
     """
 
     def __init__(
@@ -148,10 +152,16 @@ class PPO:
         self.params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
         self.storage = RolloutStorage(
-            num_steps, num_envs, policy.num_obs, policy.num_actions, self.device
+            num_steps,
+            num_envs,
+            policy.num_obs,
+            policy.num_actions,
+            self.device,
+            num_critic_obs=policy.num_critic_obs,
         )
         self.transition = Transition()
-        policy.normalizer.frozen = cfg.normalizer_update == "frozen"
+        for normalizer in self._normalizers():
+            normalizer.frozen = cfg.normalizer_update == "frozen"
 
         self.obs_mirror = self.action_mirror = None
         if cfg.mirror_coef > 0:
@@ -169,15 +179,36 @@ class PPO:
     def _tensor(self, x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
 
+    def _critic_tensor(self, critic_obs: np.ndarray | None, what: str) -> torch.Tensor | None:
+        """``critic_obs`` as a tensor; None when the critic reads the actor's obs."""
+        if self.policy.num_critic_obs is None:
+            return None
+        if critic_obs is None:
+            raise ValueError(
+                f"{what}: the policy's critic reads critic observations "
+                f"(num_critic_obs={self.policy.num_critic_obs}) but none were given"
+            )
+        return self._tensor(critic_obs)
+
+    def _normalizers(self) -> list[ObservationNormalizer]:
+        """The actor's observation normaliser and, if separate, the critic's."""
+        extra = self.policy.critic_normalizer
+        return [self.policy.normalizer] + ([] if extra is None else [extra])
+
     # ---------------------------------------------------------------- rollout
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """Sample actions (num_envs, num_actions) for raw obs (num_envs, num_obs); record them."""
+    def act(self, obs: np.ndarray, critic_obs: np.ndarray | None = None) -> np.ndarray:
+        """Sample actions (num_envs, num_actions) for raw obs (num_envs, num_obs); record them.
+
+        ``critic_obs`` (num_envs, num_critic_obs) is needed by an asymmetric critic only.
+        """
         obs_t = self._tensor(obs)
-        actions, log_probs, values, means = self.policy.act(obs_t)
+        critic_t = self._critic_tensor(critic_obs, "act")
+        actions, log_probs, values, means = self.policy.act(obs_t, critic_t)
         t = self.transition
         t.observations, t.actions, t.log_probs, t.values = obs_t, actions, log_probs, values
+        t.critic_observations = critic_t
         t.action_means, t.action_stds = means, self.policy.std.expand_as(means)
         return actions.cpu().numpy()
 
@@ -193,16 +224,24 @@ class PPO:
         # Only truncated episodes need V(terminal obs); skip the forward pass when there are none.
         t.terminal_values = torch.zeros_like(t.rewards)
         if t.time_outs.any():
+            terminal_critic = self._critic_tensor(
+                extras.get("terminal_critic_obs"), "extras['terminal_critic_obs']"
+            )
             t.terminal_values = (
-                self.policy.value(self._tensor(extras["terminal_obs"])) * t.time_outs
+                self.policy.value(self._tensor(extras["terminal_obs"]), terminal_critic)
+                * t.time_outs
             )
         self.storage.add(t)
         self.transition = Transition()
 
     @torch.no_grad()
-    def compute_returns(self, last_obs: np.ndarray) -> None:
-        """GAE over the filled rollout, bootstrapping from V(last_obs)."""
-        last_values = self.policy.value(self._tensor(last_obs))
+    def compute_returns(
+        self, last_obs: np.ndarray, last_critic_obs: np.ndarray | None = None
+    ) -> None:
+        """GAE over the filled rollout, bootstrapping from V(last_obs) (or V(last_critic_obs))."""
+        last_values = self.policy.value(
+            self._tensor(last_obs), self._critic_tensor(last_critic_obs, "compute_returns")
+        )
         self.storage.compute_returns(last_values, self.cfg.gamma, self.cfg.lam)
 
     # ---------------------------------------------------------------- update
@@ -249,6 +288,8 @@ class PPO:
 
         # Refresh normalisation only now, so log π_old and V_old above used the same statistics.
         self.policy.normalizer.update(storage.observations)
+        if self.policy.critic_normalizer is not None:
+            self.policy.critic_normalizer.update(storage.critic_observations)
         storage.clear()
         stats = {key: value / max(num_minibatches, 1) for key, value in totals.items()}
         stats.update(
@@ -263,7 +304,9 @@ class PPO:
 
     def _loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
-        log_probs, entropy, values, means = self.policy.evaluate(mb.observations, mb.actions)
+        log_probs, entropy, values, means = self.policy.evaluate(
+            mb.observations, mb.actions, mb.critic_observations
+        )
         ratio = torch.exp(log_probs - mb.log_probs)
         # Pessimistic bound: the worse of the clipped and unclipped surrogate.
         surrogate = -mb.advantages * ratio
@@ -354,17 +397,25 @@ class PPO:
         Like the original's 10k-step pre-pass: act with μ(s) + N(0, noise_std²) so the
         statistics cover states a little wider than the initial policy visits. ``steps``
         counts observations over all envs (rounded up to a multiple of num_envs). The
-        normaliser's ``frozen`` flag is left as it was. Resets the env and returns its obs.
+        normalisers' ``frozen`` flags are left as they were; an asymmetric critic's normaliser
+        is fitted too. Resets the env and returns its obs.
         """
-        normalizer = self.policy.normalizer
-        was_frozen, normalizer.frozen = normalizer.frozen, False
+        normalizers = self._normalizers()
+        was_frozen = [n.frozen for n in normalizers]
+        for n in normalizers:
+            n.frozen = False
         obs = env.reset()
+        critic_obs = env.get_critic_observations()
         for _ in range(math.ceil(steps / env.num_envs)):
-            normalizer.update(obs)
+            self.policy.normalizer.update(obs)
+            if self.policy.critic_normalizer is not None:
+                self.policy.critic_normalizer.update(critic_obs)
             mean = self.policy.act_deterministic(self._tensor(obs))
             actions = mean + noise_std * torch.randn_like(mean)
-            obs, _, _, _ = env.step(actions.cpu().numpy())
-        normalizer.frozen = was_frozen
+            obs, _, _, extras = env.step(actions.cpu().numpy())
+            critic_obs = extras.get("critic_obs")
+        for n, frozen in zip(normalizers, was_frozen, strict=True):
+            n.frozen = frozen
         return env.reset()
 
 

@@ -14,6 +14,7 @@ class Transition:
     """One vectorised env step, filled in two halves by ``PPO.act`` and ``PPO.process_env_step``."""
 
     observations: torch.Tensor | None = None
+    critic_observations: torch.Tensor | None = None
     actions: torch.Tensor | None = None
     values: torch.Tensor | None = None
     log_probs: torch.Tensor | None = None
@@ -36,6 +37,8 @@ class Minibatch(NamedTuple):
     log_probs: torch.Tensor
     action_means: torch.Tensor
     action_stds: torch.Tensor
+    critic_observations: torch.Tensor | None = None
+    """None when the critic sees the actor's observations."""
 
 
 class RolloutStorage:
@@ -48,6 +51,7 @@ class RolloutStorage:
         num_obs: int,
         num_actions: int,
         device: str | torch.device = "cpu",
+        num_critic_obs: int | None = None,
     ) -> None:
         self.num_steps = num_steps
         self.num_envs = num_envs
@@ -60,6 +64,9 @@ class RolloutStorage:
 
         self.observations = zeros(num_obs)
         """(T, N, num_obs) raw observations s_t the actions were taken in."""
+        self.critic_observations = None if num_critic_obs is None else zeros(num_critic_obs)
+        """(T, N, num_critic_obs) raw critic observations at s_t (asymmetric actor-critic), or
+        None when the critic sees ``observations``."""
         self.actions = zeros(num_actions)
         """(T, N, num_actions) sampled actions a_t."""
         self.values = zeros()
@@ -99,6 +106,8 @@ class RolloutStorage:
             "terminal_values",
         ):
             getattr(self, name)[self.step].copy_(getattr(t, name))
+        if self.critic_observations is not None:
+            self.critic_observations[self.step].copy_(t.critic_observations)
         self.step += 1
 
     def clear(self) -> None:
@@ -151,7 +160,10 @@ class RolloutStorage:
             log_probs=self.log_probs.flatten(),
             action_means=self.action_means.flatten(0, 1),
             action_stds=self.action_stds.flatten(0, 1),
+            critic_observations=(
+                None if self.critic_observations is None else self.critic_observations.flatten(0, 1)
+            ),
         )
         for start in range(0, batch_size - size + 1, size):
             idx = order[start : start + size]
-            yield Minibatch(*(field[idx] for field in flat))
+            yield Minibatch(*(None if field is None else field[idx] for field in flat))

@@ -161,24 +161,24 @@ class CassieEnvConfig:
 
     def __post_init__(self):
         if self.policy_substeps < 1:
-            raise ConfigError(f"env.policy_substeps: must be >= 1, got {self.policy_substeps}")
+            raise ConfigError(f"policy_substeps: must be >= 1, got {self.policy_substeps}")
         if self.episode_seconds <= 0:
-            raise ConfigError("env.episode_seconds: must be > 0")
+            raise ConfigError("episode_seconds: must be > 0")
         for name, term in self.rewards.items():
             if name not in REWARD_TERMS and ":" not in name:
-                raise ConfigError(f"env.rewards.{name}: unknown reward term; registered: "
+                raise ConfigError(f"rewards.{name}: unknown reward term; registered: "
                                   f"{', '.join(sorted(REWARD_TERMS))} (or package.module:function)")
         for name in self.terminations:
             if name not in TERMINATIONS and ":" not in name:
-                raise ConfigError(f"env.terminations.{name}: unknown termination; registered: "
+                raise ConfigError(f"terminations.{name}: unknown termination; registered: "
                                   f"{', '.join(sorted(TERMINATIONS))}")
         needs_reference = (self.action == "delta" or self.observation.reference
                            or any(n.startswith("imitation") for n in self.rewards))
         if needs_reference and not self.reference_path:
-            raise ConfigError("env.reference_path: delta actions, reference observations and "
+            raise ConfigError("reference_path: delta actions, reference observations and "
                               "imitation rewards need a reference trajectory (.bin)")
         if not 0.0 < self.gait.swing_ratio < 1.0:
-            raise ConfigError("env.gait.swing_ratio: must be in (0, 1)")
+            raise ConfigError("gait.swing_ratio: must be in (0, 1)")
 
     @property
     def policy_dt(self) -> float:

@@ -14,8 +14,8 @@ from typing import Any, TypedDict
 import numpy as np
 
 
-class StepExtras(TypedDict):
-    """The ``extras`` dict returned by :meth:`VecEnv.step`."""
+class _RequiredStepExtras(TypedDict):
+    """The keys of :class:`StepExtras` every env returns."""
 
     time_outs: np.ndarray
     """(num_envs,) bool. True where an episode was *truncated* (hit its time limit) rather than
@@ -25,6 +25,21 @@ class StepExtras(TypedDict):
     replaced it; equal to the returned obs for envs that are not done."""
     log: dict[str, float]
     """Scalars to log, e.g. per-term reward means over the envs for this step."""
+
+
+class StepExtras(_RequiredStepExtras, total=False):
+    """The ``extras`` dict returned by :meth:`VecEnv.step`.
+
+    ``time_outs``, ``terminal_obs`` and ``log`` are always there; the critic keys only when the
+    env has privileged critic observations (``num_critic_obs`` is not None).
+    """
+
+    critic_obs: np.ndarray
+    """(num_envs, num_critic_obs) float32. The critic's observation after this step, already of
+    the new episode where done (the counterpart of the returned obs)."""
+    terminal_critic_obs: np.ndarray
+    """(num_envs, num_critic_obs) float32. The critic's observation before the auto-reset; PPO
+    bootstraps timeouts with V(terminal_critic_obs)."""
 
 
 class VecEnv(abc.ABC):
@@ -47,10 +62,19 @@ class VecEnv(abc.ABC):
     action_mirror: np.ndarray | None = None
     """(num_actions, num_actions) signed permutation matrix M_a, the action counterpart of
     ``obs_mirror``."""
+    num_critic_obs: int | None = None
+    """Length of the critic's observation when it differs from the actor's (asymmetric
+    actor-critic: the critic may see privileged simulator state the robot cannot measure);
+    None when the critic sees the actor's observation."""
 
     @abc.abstractmethod
     def get_observations(self) -> np.ndarray:
         """Current observations, (num_envs, num_obs) float32, without stepping."""
+
+    def get_critic_observations(self) -> np.ndarray | None:
+        """Current critic observations, (num_envs, num_critic_obs) float32, or None when the
+        critic sees the actor's observation (``num_critic_obs`` is None)."""
+        return None
 
     @abc.abstractmethod
     def reset(self) -> np.ndarray:
@@ -69,6 +93,20 @@ class VecEnv(abc.ABC):
             dones: (num_envs,) bool, terminated or truncated; those envs were auto-reset.
             extras: :class:`StepExtras` with ``time_outs``, ``terminal_obs`` and ``log``.
         """
+
+    def get_state(self) -> dict[str, Any] | None:
+        """Everything needed to continue exactly from here, or None if not supported (default).
+
+        Lets a resumed training run continue bit-for-bit (the checkpoint stores it): simulator
+        state, per-env counters, commands and every RNG. Values are numpy arrays or JSON-able
+        data (nested dicts/lists of numbers, strings; e.g. ``rng.bit_generator.state``). Without
+        it, a resumed run starts fresh episodes with ``reset()``.
+        """
+        return None
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (same ``num_envs`` and config)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support set_state")
 
     def close(self) -> None:
         """Release simulator resources. The default does nothing."""

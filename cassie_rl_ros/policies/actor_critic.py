@@ -1,4 +1,8 @@
-"""Gaussian actor-critic with separate actor and critic MLPs and a shared input normaliser."""
+"""Gaussian actor-critic with separate actor and critic MLPs and observation normalisers.
+
+The critic reads the actor's observation, or (asymmetric actor-critic) its own, possibly
+privileged, critic observation with its own normaliser. The actor never needs the critic part.
+"""
 
 from __future__ import annotations
 
@@ -75,21 +79,38 @@ class ActorCritic(nn.Module):
 
     Every method takes *raw* observations (batch, num_obs); normalisation happens inside, so a
     saved state_dict (normaliser buffers included) is the whole deployable policy.
+
+    With ``num_critic_obs`` the critic is asymmetric: V reads a separate critic observation
+    (batch, num_critic_obs), normalised by ``critic_normalizer``, which value-taking methods get
+    as ``critic_obs``. Acting (``action_mean``, ``act_deterministic``) never touches it.
     """
 
     def __init__(
-        self, num_obs: int, num_actions: int, cfg: ActorCriticConfig | None = None
+        self,
+        num_obs: int,
+        num_actions: int,
+        cfg: ActorCriticConfig | None = None,
+        num_critic_obs: int | None = None,
     ) -> None:
         super().__init__()
         cfg = cfg or ActorCriticConfig()
         self.cfg = cfg
         self.num_obs = num_obs
         self.num_actions = num_actions
+        self.num_critic_obs = num_critic_obs
         self.normalizer = ObservationNormalizer(num_obs, clip=cfg.obs_clip)
+        # None (not an alias of ``normalizer``) when the critic reads the actor's obs, so the
+        # state_dict holds every buffer once.
+        self.critic_normalizer = (
+            None
+            if num_critic_obs is None
+            else ObservationNormalizer(num_critic_obs, clip=cfg.obs_clip)
+        )
         self.actor = _mlp(
             num_obs, cfg.actor_hidden, num_actions, cfg.activation, cfg.actor_output_gain
         )
-        self.critic = _mlp(num_obs, cfg.critic_hidden, 1, cfg.activation, 1.0)
+        critic_in = num_obs if num_critic_obs is None else num_critic_obs
+        self.critic = _mlp(critic_in, cfg.critic_hidden, 1, cfg.activation, 1.0)
         # A Parameter even when fixed, so the state_dict has the same keys either way.
         self.log_std = nn.Parameter(
             torch.full((num_actions,), math.log(cfg.init_std)), requires_grad=cfg.learn_std
@@ -104,28 +125,40 @@ class ActorCritic(nn.Module):
         """μ(s), (batch, num_actions)."""
         return self.actor(self.normalizer(obs))
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(s), (batch,)."""
-        return self.critic(self.normalizer(obs)).squeeze(-1)
+    def value(self, obs: torch.Tensor, critic_obs: torch.Tensor | None = None) -> torch.Tensor:
+        """V(s), (batch,). An asymmetric critic reads ``critic_obs`` (required) instead of obs."""
+        if self.critic_normalizer is None:
+            return self.critic(self.normalizer(obs)).squeeze(-1)
+        if critic_obs is None:
+            raise ValueError(
+                f"this critic reads critic observations (num_critic_obs={self.num_critic_obs}); "
+                "pass critic_obs"
+            )
+        return self.critic(self.critic_normalizer(critic_obs)).squeeze(-1)
 
     def distribution(self, obs: torch.Tensor) -> Normal:
         mean = self.action_mean(obs)
         return Normal(mean, self.std.expand_as(mean))
 
     def act(
-        self, obs: torch.Tensor
+        self, obs: torch.Tensor, critic_obs: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample actions. Returns (actions (B,A), log_prob (B,), value (B,), mean (B,A))."""
         dist = self.distribution(obs)
         actions = dist.sample()
-        return actions, dist.log_prob(actions).sum(-1), self.value(obs), dist.mean
+        return actions, dist.log_prob(actions).sum(-1), self.value(obs, critic_obs), dist.mean
 
     def evaluate(
-        self, obs: torch.Tensor, actions: torch.Tensor
+        self, obs: torch.Tensor, actions: torch.Tensor, critic_obs: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score given actions. Returns (log_prob (B,), entropy (B,), value (B,), mean (B,A))."""
         dist = self.distribution(obs)
-        return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1), self.value(obs), dist.mean
+        return (
+            dist.log_prob(actions).sum(-1),
+            dist.entropy().sum(-1),
+            self.value(obs, critic_obs),
+            dist.mean,
+        )
 
     def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The mean action μ(s), (batch, num_actions): what runs on the robot."""

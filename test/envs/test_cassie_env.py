@@ -204,9 +204,11 @@ def test_a_user_reward_term_is_named_by_module_path(tmp_path, monkeypatch):
 
 
 def test_bad_env_configs_name_the_key():
-    with pytest.raises(ConfigError, match="env.rewards.speedy.*unknown reward term"):
+    with pytest.raises(ConfigError, match="rewards.speedy.*unknown reward term"):
         small_config(rewards={"speedy": TermConfig(1.0)})
-    with pytest.raises(ConfigError, match="env.reference_path"):
+    with pytest.raises(ConfigError, match="^env.rewards.speedy.*unknown reward term"):
+        from_dict(CassieEnvConfig, {"rewards": {"speedy": {"weight": 1.0}}}, "env")
+    with pytest.raises(ConfigError, match="reference_path"):
         small_config(action="delta")
     with pytest.raises(ConfigError, match="action.*'no_delta', 'delta'"):
         apply_overrides(small_config(), ["action=sideways"])

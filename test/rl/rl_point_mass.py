@@ -1,4 +1,9 @@
-"""A tiny numpy VecEnv for the RL tests: push a 1-D point mass to the origin and keep it there."""
+"""A tiny numpy VecEnv for the RL tests: push a 1-D point mass to the origin and keep it there.
+
+``PointMassEnv`` is the plain task; ``WindyPointMassEnv`` adds a hidden per-episode wind that
+only an asymmetric critic sees. ``make_point_mass_env`` / ``make_windy_point_mass_env`` have the
+``make_env(env_config, num_envs, num_threads, seed)`` signature the training runner takes.
+"""
 
 from __future__ import annotations
 
@@ -42,9 +47,26 @@ class PointMassEnv(VecEnv):
         self._reset_envs(np.ones(self.num_envs, dtype=bool))
         return self.get_observations()
 
+    def get_state(self) -> dict:
+        return {
+            "pos": self.pos.copy(),
+            "vel": self.vel.copy(),
+            "t": self.t.copy(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def set_state(self, state: dict) -> None:
+        self.pos = np.array(state["pos"], dtype=np.float64)
+        self.vel = np.array(state["vel"], dtype=np.float64)
+        self.t = np.array(state["t"], dtype=np.int64)
+        self.rng.bit_generator.state = state["rng"]
+
+    def _accel(self, force: np.ndarray) -> np.ndarray:
+        return force
+
     def step(self, actions: np.ndarray):
         force = np.clip(actions[:, 0], -1.0, 1.0)
-        self.vel = 0.9 * self.vel + force * self.dt
+        self.vel = 0.9 * self.vel + self._accel(force) * self.dt
         self.pos = self.pos + self.vel * self.dt
         self.t += 1
         rewards = (-(self.pos**2) - 0.1 * self.vel**2).astype(np.float32)
@@ -59,6 +81,60 @@ class PointMassEnv(VecEnv):
             "log": {"reward": float(rewards.mean())},
         }
         return self.get_observations(), rewards, dones, extras
+
+
+class WindyPointMassEnv(PointMassEnv):
+    """The point mass pushed by a constant wind drawn per episode, which the actor cannot see.
+
+    The critic observes (position, velocity, wind, share of the episode left): privileged
+    information that predicts the return better than the actor's (position, velocity). The
+    wind breaks the left/right symmetry, so there are no mirror matrices.
+    """
+
+    def __init__(self, num_envs: int = 16, episode_length: int = 30, seed: int = 0) -> None:
+        self.wind = np.zeros(num_envs)
+        super().__init__(num_envs, episode_length, seed)
+        self.obs_mirror = self.action_mirror = None
+        self.num_critic_obs = 4
+
+    def _reset_envs(self, mask: np.ndarray) -> None:
+        # step() resets finished envs right after computing terminal_obs: keep the critic's
+        # counterpart of it from here.
+        self._terminal_critic = self.get_critic_observations()
+        super()._reset_envs(mask)
+        self.wind[mask] = self.rng.uniform(-0.5, 0.5, int(mask.sum()))
+
+    def _accel(self, force: np.ndarray) -> np.ndarray:
+        return force + self.wind
+
+    def get_critic_observations(self) -> np.ndarray:
+        left = 1.0 - self.t / self.episode_length
+        return np.stack([self.pos, self.vel, self.wind, left], axis=1).astype(np.float32)
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "wind": self.wind.copy()}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.wind = np.array(state["wind"], dtype=np.float64)
+
+    def step(self, actions: np.ndarray):
+        obs, rewards, dones, extras = super().step(actions)
+        extras["terminal_critic_obs"] = self._terminal_critic
+        extras["critic_obs"] = self.get_critic_observations()
+        return obs, rewards, dones, extras
+
+
+def make_point_mass_env(env_config, num_envs: int, num_threads: int, seed: int) -> PointMassEnv:
+    """Runner env factory: ignores the (Cassie) env config."""
+    return PointMassEnv(num_envs=num_envs, seed=seed)
+
+
+def make_windy_point_mass_env(
+    env_config, num_envs: int, num_threads: int, seed: int
+) -> WindyPointMassEnv:
+    """Runner env factory for the asymmetric actor-critic variant."""
+    return WindyPointMassEnv(num_envs=num_envs, seed=seed)
 
 
 def deterministic_return(policy_fn, episode_length: int = 30) -> float:

@@ -162,8 +162,10 @@ def test_bad_pd_targets_are_rejected_and_change_nothing(bad, match):
 
 
 def test_bad_configs_name_the_key():
-    with pytest.raises(ConfigError, match="sim.kp"):
+    with pytest.raises(ConfigError, match="^kp: expected 10 gains"):
         SimConfig(kp=(1.0, 2.0))
+    with pytest.raises(ConfigError, match="^sim.kp: expected 10 gains"):
+        from_dict(SimConfig, {"kp": [1.0, 2.0]}, "sim")
     with pytest.raises(ConfigError, match="variant.*'regular', 'stiff', 'soft'"):
         from_dict(SimConfig, {"variant": "bouncy"}, "sim")
     with pytest.raises(ConfigError, match="unknown key sim.timestamp"):

@@ -1,0 +1,164 @@
+"""The walking criterion: ``cassie-rl eval POLICY`` prints JSON.
+
+20 episodes of 10 s with the deterministic policy and sensor noise on, each commanded a forward
+speed (0.0 and 1.0 exactly, the rest drawn from 0.0–1.0) at stepping frequency 1. An episode
+passes when the pelvis stays above 0.6 m throughout, the mean |vx − command| over the last 8 s is
+below 0.1 m/s, lateral drift stays below 0.5 m and yaw drift below 15°. The same is reported with
+a 50 N, 0.2 s lateral push halfway through each episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+import numpy as np
+
+from cassie_rl_ros.envs.cassie_env import CassieEnv, CassieEnvConfig
+from cassie_rl_ros.envs.observations import quat_yaw, wrap_angle
+from cassie_sim_ros.config import from_dict, to_dict
+
+PolicyFn = Callable[[np.ndarray], np.ndarray]
+
+CRITERIA = {"min_height": 0.6, "speed_error": 0.1, "lateral_drift": 0.5, "yaw_drift_deg": 15.0}
+
+
+def evaluation_env_config(config: CassieEnvConfig, seconds: float) -> CassieEnvConfig:
+    """The trained task, made deterministic to judge: noisy sensors, no terminations, no
+    randomisation or training pushes, fixed heading and stepping frequency 1."""
+    data = to_dict(config)
+    data["sim"]["sensor_noise"] = True
+    data["episode_seconds"] = seconds + 1.0
+    data["terminations"] = {}
+    data["randomization"]["enabled"] = False
+    data["pushes"]["rate"] = 0.0
+    data["reset"].update(random_heading=False, random_phase=False)
+    data["gait"]["step_frequency"] = [1.0, 1.0]
+    data["command"].update(zero_probability=0.0, resample_seconds=0.0)
+    return from_dict(CassieEnvConfig, data)
+
+
+def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 20,
+                     seconds: float = 10.0, push_force: float = 0.0, push_duration: float = 0.2,
+                     push_direction: str = "lateral", speeds: np.ndarray | None = None,
+                     seed: int = 0, num_threads: int = 1) -> dict:
+    """Run ``episodes`` episodes in parallel and judge them against the walking criterion.
+
+    ``speeds`` fixes the commanded forward speeds (default: 0.0, 1.0 and uniform draws);
+    ``push_direction`` is ``lateral`` (the robot's own sideways axis) or ``random``.
+    """
+    if push_direction not in ("lateral", "random"):
+        raise ValueError(f"push_direction must be 'lateral' or 'random', got {push_direction!r}")
+    env = CassieEnv(evaluation_env_config(config, seconds), num_envs=episodes,
+                    num_threads=num_threads, seed=seed)
+    rng = np.random.default_rng(seed)
+    if speeds is None:
+        speeds = np.concatenate([[0.0, 1.0], rng.uniform(0.0, 1.0, max(0, episodes - 2))])
+    speeds = np.broadcast_to(np.asarray(speeds, dtype=float), (episodes,))
+    obs = env.reset()
+    command = np.zeros((episodes, 3))
+    command[:, 0] = speeds
+    env.set_commands(command=command, step_frequency=np.ones(episodes))
+    obs = env.get_observations()
+    start_pos, start_quat = env.sim.pelvis_pose()
+    start_yaw = quat_yaw(start_quat)
+    steps = int(round(seconds / env.dt))
+    settle = int(round(2.0 / env.dt))  # the speed error counts over the last 8 s
+    push_step = steps // 2
+    push_sign = rng.choice([-1.0, 1.0], episodes)
+    min_height = np.full(episodes, np.inf)
+    speed_error = np.zeros(episodes)
+    max_lateral = np.zeros(episodes)
+    max_yaw = np.zeros(episodes)
+    for k in range(steps):
+        if push_force > 0.0 and k == push_step:
+            if push_direction == "lateral":  # along the robot's own left/right axis
+                angle = quat_yaw(env.sim.pelvis_pose()[1]) + np.pi / 2
+            else:
+                angle = rng.uniform(-np.pi, np.pi, episodes)
+            direction = np.stack([np.cos(angle), np.sin(angle), np.zeros(episodes)], axis=1)
+            env.sim.push(direction * (push_force * push_sign)[:, None], duration=push_duration)
+        obs, _, _, _ = env.step(policy(obs))
+        pos, quat = env.sim.pelvis_pose()
+        vel, _ = env.sim.pelvis_twist()
+        min_height = np.minimum(min_height, pos[:, 2])
+        c, s = np.cos(start_yaw), np.sin(start_yaw)
+        if k >= settle:
+            forward_speed = c * vel[:, 0] + s * vel[:, 1]
+            speed_error += np.abs(forward_speed - speeds)
+        offset = pos - start_pos
+        max_lateral = np.maximum(max_lateral, np.abs(-s * offset[:, 0] + c * offset[:, 1]))
+        max_yaw = np.maximum(max_yaw, np.abs(np.degrees(wrap_angle(quat_yaw(quat) - start_yaw))))
+    speed_error /= max(1, steps - settle)
+    fell = min_height < CRITERIA["min_height"]
+    passed = (~fell & (speed_error < CRITERIA["speed_error"])
+              & (max_lateral < CRITERIA["lateral_drift"]) & (max_yaw < CRITERIA["yaw_drift_deg"]))
+    return {
+        "episodes": episodes, "seconds": seconds, "push_force_n": push_force,
+        "passed": int(passed.sum()), "falls": int(fell.sum()),
+        "all_passed": bool(passed.all()),
+        "mean_speed_error": float(speed_error.mean()),
+        "max_speed_error": float(speed_error.max()),
+        "max_lateral_drift_m": float(max_lateral.max()),
+        "max_yaw_drift_deg": float(max_yaw.max()),
+        "per_episode": [
+            {"command": round(float(v), 3), "passed": bool(p), "fell": bool(f),
+             "speed_error": round(float(e), 4), "lateral_drift": round(float(y), 4),
+             "yaw_drift_deg": round(float(w), 2), "min_height": round(float(h), 3)}
+            for v, p, f, e, y, w, h in zip(speeds, passed, fell, speed_error, max_lateral,
+                                           max_yaw, min_height)],
+        "criteria": CRITERIA,
+    }
+
+
+def load_policy_fn(paths: list[str]) -> tuple[PolicyFn, CassieEnvConfig]:
+    """A saved policy (or an ensemble of several) as obs -> deterministic action, with the env
+    config it was trained on."""
+    import torch
+
+    from cassie_rl_ros.training.checkpoint import load_ensemble, load_policy
+    if len(paths) == 1:
+        policy, cfg = load_policy(paths[0])
+        configs = [cfg]
+    else:
+        policy, configs = load_ensemble(paths)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.act_deterministic(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+    return act, configs[0].env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cassie-rl eval", description=__doc__.splitlines()[0])
+    parser.add_argument("policy", nargs="+", help="run directory or policy.safetensors; "
+                        "several are evaluated as an ensemble averaging their actions")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--push-force", type=float, default=50.0,
+                        help="lateral push for the second report (N); 0 skips it")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    from cassie_rl_ros.training.checkpoint import CheckpointError
+    try:
+        policy, env_config = load_policy_fn(args.policy)
+    except (CheckpointError, OSError) as err:
+        print(f"cassie-rl eval: {err}", file=sys.stderr)
+        return 2
+    report = {"policy": args.policy,
+              "nominal": evaluate_walking(policy, env_config, args.episodes, args.seconds,
+                                          seed=args.seed, num_threads=args.threads)}
+    if args.push_force > 0:
+        report["pushed"] = evaluate_walking(policy, env_config, args.episodes, args.seconds,
+                                            push_force=args.push_force, seed=args.seed,
+                                            num_threads=args.threads)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
