@@ -121,3 +121,13 @@ class ActuatorPipeline:
         tau = -C.SOFT_LIMIT_STIFFNESS * depth - C.SOFT_LIMIT_DAMPING * motor_qd * (depth != 0.0)
         cap = 0.9 * C.TORQUE_LIMIT
         return np.clip(tau, -cap, cap)
+
+    def get_state(self) -> dict:
+        return {"q_hist": self._q_hist.copy(), "qd_hist": self._qd_hist.copy(),
+                "tau_hist": self._tau_hist.copy(), "cursor": self._cursor}
+
+    def set_state(self, state: dict) -> None:
+        self._q_hist[:] = state["q_hist"]
+        self._qd_hist[:] = state["qd_hist"]
+        self._tau_hist[:] = state["tau_hist"]
+        self._cursor = int(state["cursor"])

@@ -409,6 +409,48 @@ class CassieSim:
         ipos[ids, self._pelvis] = nom["body_ipos"][self._pelvis] + dynamics.pelvis_com_offset
         b.set_const(ids)
 
+    # ---------------------------------------------------------------- saving
+
+    _DYNAMICS_FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction",
+                        "jnt_stiffness", "body_ipos")
+
+    def get_state(self) -> dict:
+        """Everything needed to continue bit-for-bit: physics rows, held commands, pushes,
+        actuator histories, per-sim dynamics and the noise generator."""
+        state = {
+            "physics": np.array(self._batch.state), "p_target": self._p_target.copy(),
+            "d_target": self._d_target.copy(), "feedforward": self._feedforward.copy(),
+            "kp": self._kp.copy(), "kd": self._kd.copy(), "push_steps": self._push_steps.copy(),
+            "diverged": self.diverged.copy(), "rng": self._rng.bit_generator.state,
+            "dynamics": {name: np.array(values) for name in self._DYNAMICS_FIELDS
+                         if (values := self._batch.expanded(name)) is not None},
+        }
+        if self.pipeline is not None:
+            state["pipeline"] = self.pipeline.get_state()
+        return state
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned (same config and number of sims)."""
+        physics = np.asarray(state["physics"])
+        if physics.shape != (self.num_sims, self._batch.nstate):
+            raise ValueError(f"saved physics state has shape {physics.shape}, this sim needs "
+                             f"{(self.num_sims, self._batch.nstate)}")
+        for name, values in state["dynamics"].items():
+            self._batch.expand(name)[:] = values
+        if state["dynamics"]:
+            self._batch.set_const()
+        self._batch.state[:] = physics
+        for name in ("p_target", "d_target", "feedforward", "kp", "kd"):
+            getattr(self, f"_{name}")[:] = state[name]
+        self._push_steps[:] = state["push_steps"]
+        self.diverged[:] = state["diverged"]
+        self._rng.bit_generator.state = state["rng"]
+        if self.pipeline is not None:
+            self.pipeline.set_state(state["pipeline"])
+        self._apply_gains(np.arange(self.num_sims))
+        self._batch.forward(stage=_VEL)
+        self._warnings_seen = self._instability_warnings()
+
     # ---------------------------------------------------------------- rendering
 
     def mj_data(self, sim: int = 0, data: mujoco.MjData | None = None) -> mujoco.MjData:

@@ -287,6 +287,32 @@ class CassieEnv(VecEnv):
             extras["critic_obs"] = critic_obs.copy()
         return obs.copy(), rewards.astype(np.float32), dones, extras
 
+    def get_state(self) -> dict:
+        """Simulator, per-env counters, commands and the generator: enough to continue exactly."""
+        return {"sim": self.sim.get_state(), "phase": self.task.phase.copy(),
+                "command": self.task.command.copy(),
+                "step_frequency": self.task.step_frequency.copy(),
+                "target_heading": self.task.target_heading.copy(),
+                "episode_step": self.episode_step.copy(), "action": self.action.copy(),
+                "last_action": self.last_action.copy(), "foot_pos": self._foot_pos.copy(),
+                "command_timer": self._command_timer.copy(), "obs": self._obs.copy(),
+                "critic_obs": None if self._critic_obs is None else self._critic_obs.copy(),
+                "rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        self.sim.set_state(state["sim"])
+        self.task = TaskInputs(phase=np.array(state["phase"]), command=np.array(state["command"]),
+                               step_frequency=np.array(state["step_frequency"]),
+                               target_heading=np.array(state["target_heading"]))
+        self.episode_step = np.array(state["episode_step"])
+        self.action = np.array(state["action"])
+        self.last_action = np.array(state["last_action"])
+        self._foot_pos = np.array(state["foot_pos"])
+        self._command_timer = np.array(state["command_timer"])
+        self._obs = np.array(state["obs"])
+        self._critic_obs = None if state["critic_obs"] is None else np.array(state["critic_obs"])
+        self.rng.bit_generator.state = state["rng"]
+
     def close(self) -> None:
         self.sim = None
 
