@@ -1,0 +1,307 @@
+"""``sim_node``: Cassie in MuJoCo on the topics a real-robot driver would use.
+
+    python -m cassie_sim_ros.nodes.sim_node --ros-args --params-file config/sim.yaml \
+        -p mode:=lockstep
+    cassie-rl sim --ros-args -p publish_rate:=1000.0
+
+A thin shell over ``cassie_sim_ros.sim_server.SimServer``. The physics runs in the main thread
+(paced to the wall clock in ``realtime`` mode, driven by targets in ``lockstep`` mode); an
+executor thread receives messages, checks them and queues them, so only the main thread ever
+touches the simulation. Topics, parameters and safety rules are listed in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import fields
+
+import rclpy
+from geometry_msgs.msg import Wrench, WrenchStamped
+from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Imu, JointState
+from std_srvs.srv import Trigger
+
+from cassie_sim_ros import constants as C
+from cassie_sim_ros.config import ConfigError, from_dict
+from cassie_sim_ros.sim_server import (JOINT_NAMES, Event, PdCommand, RealtimePacer, Rejection,
+                                       SimNodeConfig, SimServer, StateSnapshot, Throttle)
+
+# Reliable, volatile, keep last 10 (rclpy's default for a depth): what `ros2 topic echo`,
+# `ros2 bag record` and default subscribers match. Best effort would not reach reliable readers.
+QOS_DEPTH = 10
+IMU_COVARIANCE = {"orientation": 1e-6, "angular_velocity": C.GYRO_NOISE ** 2,
+                  "linear_acceleration": C.ACCEL_NOISE ** 2}
+LOG_EVERY_S = 5.0
+BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service")
+
+
+class SimNode(Node):
+    def __init__(self):
+        # Overrides are declared as given (so `-p publish_rate:=400`, an int, is fine and a
+        # misspelt name is caught below); SimNodeConfig checks every type and value.
+        super().__init__("sim_node", automatically_declare_parameters_from_overrides=True)
+        names = [f.name for f in fields(SimNodeConfig)]
+        unknown = [n for n in self.get_parameters_by_prefix("") if n not in names
+                   and n not in BUILTIN_PARAMETERS and not n.startswith("qos_overrides.")]
+        if unknown:
+            raise ConfigError(f"unknown parameter {unknown[0]}; parameters are {', '.join(names)}")
+        params = {}
+        for name in names:
+            if not self.has_parameter(name):
+                default = getattr(SimNodeConfig, name)
+                default = list(default) if isinstance(default, tuple) else default
+                self.declare_parameter(name, default)
+            value = self.get_parameter(name).value
+            params[name] = value if isinstance(value, (str, bool, int, float)) else list(value)
+        self.server = SimServer(from_dict(SimNodeConfig, params))  # ConfigError names the param
+        self.config = self.server.config
+        self.inbox: queue.Queue = queue.Queue()
+        self.throttle = Throttle(1.0)
+        self.counts = {"accepted_targets": 0, "rejected_targets": 0}
+        pub = self.create_publisher
+        self.joint_pub = pub(JointState, "cassie/joint_states", QOS_DEPTH)
+        self.imu_pub = pub(Imu, "cassie/imu", QOS_DEPTH)
+        self.truth_pub = pub(Odometry, "cassie/ground_truth", QOS_DEPTH)
+        self.foot_pubs = [pub(WrenchStamped, f"cassie/foot_forces/{side}", QOS_DEPTH)
+                          for side in C.SIDES]
+        self.clock_pub = pub(Clock, "/clock", QOS_DEPTH)
+        self.make_messages()
+        self.create_subscription(JointState, "cassie/pd_targets", self.on_target, QOS_DEPTH)
+        self.create_subscription(Wrench, "cassie/push", self.on_push, QOS_DEPTH)
+        self.create_service(Trigger, "cassie/reset", self.on_reset)
+        self.get_logger().info(
+            f"{self.config.mode} mode, {self.config.actuator} actuators, {self.config.variant} "
+            f"springs, physics {1 / self.config.timestep:g} Hz, state "
+            + (f"{self.config.publish_rate:g} Hz" if self.config.mode == "realtime" else
+               f"every {self.config.policy_period:g} s policy period"))
+
+    # ------------------------------------------------------------ callbacks (executor thread)
+
+    def reject(self, rejection: Rejection):
+        held = self.throttle(rejection.kind)
+        if held is not None:
+            more = f" ({held} more like it suppressed)" if held else ""
+            self.get_logger().error(f"rejected: {rejection.message}{more}")
+
+    def on_target(self, msg: JointState):
+        try:
+            cmd = self.server.parse_command(msg.name, msg.position, msg.velocity, msg.effort)
+        except Exception as err:  # never die on a message
+            cmd = Rejection("malformed", f"PD target could not be read: {err!r}")
+        key = "accepted_targets" if isinstance(cmd, PdCommand) else "rejected_targets"
+        self.counts[key] += 1
+        if isinstance(cmd, Rejection):
+            self.reject(cmd)
+        else:
+            self.inbox.put(("target", cmd))
+
+    def on_push(self, msg: Wrench):
+        try:
+            f, t = msg.force, msg.torque
+            push = self.server.parse_push((f.x, f.y, f.z), (t.x, t.y, t.z))
+        except Exception as err:  # never die on a message
+            push = Rejection("push", f"push could not be read: {err!r}")
+        if isinstance(push, Rejection):
+            self.reject(push)
+        else:
+            self.inbox.put(("push", push))
+
+    def on_reset(self, request, response):
+        done = threading.Event()
+        self.inbox.put(("reset", done))
+        response.success = done.wait(timeout=5.0)
+        response.message = ("reset to the standing keyframe" if response.success else
+                            "the simulation loop did not answer within 5 s")
+        return response
+
+    # ------------------------------------------------------------ simulation (main thread)
+
+    def process(self, item) -> bool:
+        """Apply one queued input; True when it was a target (lockstep advances on those)."""
+        kind, payload = item
+        if kind == "target":
+            if self.config.mode == "lockstep":
+                self.log_events(self.server.lockstep(payload))
+            else:
+                self.log_events(self.server.apply(payload))
+            return True
+        if kind == "push":
+            self.server.push(*payload)
+        elif kind == "reset":
+            self.server.reset()
+            self.get_logger().info(f"reset to the standing keyframe at t = "
+                                   f"{self.server.time:.3f} s")
+            payload.set()
+            if self.config.mode == "lockstep":
+                self.publish(self.server.snapshot())  # the policy's next observation
+        return False
+
+    def log_events(self, events: list[Event]):
+        log, t = self.get_logger(), self.server.time
+        for event in events:
+            if event is Event.WATCHDOG_ENGAGED:
+                log.warning(f"watchdog: no valid PD target for {self.config.watchdog_timeout:g} s "
+                            f"of sim time (t = {t:.3f} s): damping mode (P = 0, D only)")
+            elif event is Event.WATCHDOG_RELEASED:
+                log.info(f"watchdog: valid PD target at t = {t:.3f} s, control resumed")
+            elif event is Event.DIVERGED:
+                log.error(f"simulation diverged at t = {t:.3f} s: reset to the standing keyframe")
+
+    def run_realtime(self):
+        pacer = self.pacer = RealtimePacer(self.server.steps_per_publish * self.server.timestep)
+        self.publish(self.server.snapshot())  # t = 0; also pays for the first publish's setup
+        pacer.start()
+        next_log = time.monotonic() + LOG_EVERY_S
+        while self.context.ok():
+            while not self.inbox.empty():
+                self.process(self.inbox.get_nowait())
+            # Step ahead, then publish when the wall clock reaches the state's sim time.
+            self.log_events(self.server.step_realtime())
+            state = self.server.snapshot()
+            wait = pacer.time_to_next()
+            if wait > 0:
+                time.sleep(wait)
+            self.publish(state)
+            pacer.done()
+            if time.monotonic() >= next_log:
+                next_log += LOG_EVERY_S
+                wall, rtf, missed = pacer.window()
+                self.get_logger().info(f"real-time factor {rtf:.3f} over {wall:.1f} s, "
+                                       f"{missed} missed publish periods")
+
+    def run_lockstep(self):
+        # Until the first target, the initial state (one snapshot, so noise draws stay the
+        # same run to run) goes out again whenever a new reader of a state topic appears: a
+        # policy whose subscriptions match one by one still gets it on each. Same stamp each
+        # time; a policy acts once per stamp.
+        initial, readers, started = self.server.snapshot(), [0] * 3, False
+        while self.context.ok():
+            try:
+                item = self.inbox.get(timeout=0.02)
+            except queue.Empty:
+                if not started:
+                    now = [p.get_subscription_count()
+                           for p in (self.joint_pub, self.imu_pub, self.truth_pub)]
+                    if any(n > seen for n, seen in zip(now, readers)):
+                        self.publish(initial)
+                    readers = now
+                continue
+            if self.process(item):
+                self.publish(self.server.snapshot())
+                started = True
+
+    def stats(self) -> dict:
+        stats = dict(self.pacer.totals()) if hasattr(self, "pacer") else {}
+        return {"sim_time": self.server.time, **stats, **self.counts}
+
+    # ------------------------------------------------------------ messages
+
+    def make_messages(self):
+        """The outgoing messages, built once: each publish only fills in the numbers."""
+        self.js = JointState(name=list(JOINT_NAMES))
+        self.imu = Imu()
+        self.imu.header.frame_id = "imu"
+        for name, var in IMU_COVARIANCE.items():
+            setattr(self.imu, f"{name}_covariance", [var, 0.0, 0.0, 0.0, var, 0.0, 0.0, 0.0, var])
+        self.odom = Odometry(child_frame_id="pelvis")
+        self.odom.header.frame_id = "world"
+        self.feet = [WrenchStamped() for _ in C.SIDES]
+        for w in self.feet:
+            w.header.frame_id = "world"
+        self.clock = Clock()
+        self.stamps = [self.clock.clock] + [m.header.stamp for m in
+                                            (self.js, self.imu, self.odom, *self.feet)]
+
+    def publish(self, s: StateSnapshot):
+        sec, nanosec = divmod(round(s.time * 1e9), 1_000_000_000)
+        for stamp in self.stamps:
+            stamp.sec, stamp.nanosec = sec, nanosec
+        self.clock_pub.publish(self.clock)
+        js, imu, odom = self.js, self.imu, self.odom
+        js.position = s.joint_position.tolist()
+        js.velocity = s.joint_velocity.tolist()
+        js.effort = s.joint_effort.tolist()
+        self.joint_pub.publish(js)
+        _quat(imu.orientation, s.imu_orientation)
+        _vec(imu.angular_velocity, s.imu_angular_velocity)
+        _vec(imu.linear_acceleration, s.imu_linear_acceleration)
+        self.imu_pub.publish(imu)
+        _vec(odom.pose.pose.position, s.pelvis_position)
+        _quat(odom.pose.pose.orientation, s.pelvis_orientation)
+        _vec(odom.twist.twist.linear, s.pelvis_linear_velocity)
+        _vec(odom.twist.twist.angular, s.pelvis_angular_velocity)
+        self.truth_pub.publish(odom)
+        for pub, w, force in zip(self.foot_pubs, self.feet, s.foot_forces):
+            _vec(w.wrench.force, force)
+            pub.publish(w)
+
+
+def _vec(msg, v):
+    msg.x, msg.y, msg.z = float(v[0]), float(v[1]), float(v[2])
+
+
+def _quat(msg, q):  # MuJoCo w, x, y, z -> ROS x, y, z, w
+    msg.w, msg.x, msg.y, msg.z = float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def _spin(executor: SingleThreadedExecutor):
+    try:
+        executor.spin()
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node; ``args`` is the argument list without the program name (default: sys.argv)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    extra = rclpy.utilities.remove_ros_args(["sim_node", *argv])[1:]
+    if extra in (["-h"], ["--help"]):
+        print("usage: sim_node [--ros-args [--params-file config/sim.yaml] [-p name:=value ...]]\n"
+              "parameters (default):")
+        for f in fields(SimNodeConfig):
+            print(f"  {f.name} ({getattr(SimNodeConfig, f.name)!r})")
+        return 0
+    if extra:
+        names = ", ".join(f.name for f in fields(SimNodeConfig))
+        print(f"sim_node: unexpected arguments {extra}; set parameters with "
+              f"--ros-args -p name:=value (names: {names})", file=sys.stderr)
+        return 2
+    # Ctrl-C (and SIGTERM) raise KeyboardInterrupt in the main thread, which then closes the
+    # node while its context is still valid. rclpy's own handlers would shut the context down
+    # first, from the signal, racing the simulation loop's publishers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with rclpy.init(args=["sim_node", *argv], signal_handler_options=SignalHandlerOptions.NO):
+            try:
+                node = SimNode()
+            except ConfigError as err:
+                print(f"sim_node: bad parameter: {err}", file=sys.stderr)
+                return 2
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            spinner = threading.Thread(target=_spin, args=(executor,), daemon=True)
+            spinner.start()
+            try:
+                node.run_lockstep() if node.config.mode == "lockstep" else node.run_realtime()
+            finally:
+                node.get_logger().info(f"stats {json.dumps(node.stats())}")
+                executor.shutdown(timeout_sec=2.0)
+                spinner.join(timeout=2.0)
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
