@@ -31,6 +31,7 @@ import numpy as np
 
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError
+from cassie_sim_ros.estimator import CassieEstimator, EstimatorState
 from cassie_sim_ros.sim import CassieSim, SimConfig
 
 MAX_PUBLISH_RATE = 2000.0
@@ -73,6 +74,9 @@ class SimNodeConfig:
     """How long a push on /cassie/push is applied (s of simulated time)."""
     position_margin: float = 0.2
     """Position targets may exceed the joint's range by this much (rad) before rejection."""
+    estimator_rate: float = 500.0
+    """Rate of the state estimator (Hz), a divisor of the physics rate; 0 turns it off and
+    nothing is published on /cassie/state_estimate."""
 
     def __post_init__(self):
         def fail(name: str, allowed: str):
@@ -105,6 +109,9 @@ class SimNodeConfig:
             fail("position_margin", "radians >= 0")
         if self.seed < 0:
             fail("seed", "an integer >= 0")
+        if not (math.isfinite(self.estimator_rate) and 0.0 <= self.estimator_rate <= physics_rate
+                and (self.estimator_rate == 0.0 or _is_whole(physics_rate / self.estimator_rate))):
+            fail("estimator_rate", f"0 (off) or a divisor of the physics rate {physics_rate:g} Hz")
 
     def sim_config(self) -> SimConfig:
         return SimConfig(variant=self.variant, timestep=self.timestep, actuator=self.actuator,
@@ -161,7 +168,9 @@ class StateSnapshot:
     pelvis_linear_velocity: np.ndarray  # (3,) m/s, pelvis frame
     pelvis_angular_velocity: np.ndarray  # (3,) rad/s, pelvis frame
     foot_forces: np.ndarray  # (2, 3) N, left and right, world axes: ground reaction on the foot
+    foot_positions: np.ndarray  # (2, 3) m, world: true sole centres (simulation only)
     control_mode: str  # hold, pd or damping
+    estimate: EstimatorState | None = None  # the state estimator's output, when it runs
 
 
 class SimServer:
@@ -183,6 +192,10 @@ class SimServer:
         self.velocity_limit = C.MAX_JOINT_SPEED.copy()
         self.effort_limit = C.TORQUE_LIMIT.copy()
         self._index = {name: i for i, name in enumerate(C.MOTOR_NAMES)}
+        self.estimator = None
+        if config.estimator_rate > 0:
+            self.steps_per_estimate = int(round(1.0 / (config.estimator_rate * config.timestep)))
+            self.estimator = CassieEstimator(1, dt=self.steps_per_estimate * config.timestep)
         self.steps = 0
         """Physics steps since start; simulated time is ``steps * timestep`` and never resets."""
         self.reset()
@@ -205,6 +218,9 @@ class SimServer:
         Simulated time keeps running, so /clock never jumps back.
         """
         self.sim.reset()
+        if self.estimator is not None:
+            # Like the robot's estimator, it starts from its sensors, not from the true pose.
+            self.estimator.reset()
         self._armed = False
         self._damping = False
         self._last_command_step = self.steps
@@ -320,9 +336,13 @@ class SimServer:
                     events.append(Event.WATCHDOG_ENGAGED)
                     continue
                 chunk = min(chunk, hold_left)
+            if self.estimator is not None:
+                chunk = min(chunk, self.steps_per_estimate - self.steps % self.steps_per_estimate)
             self.sim.step(chunk)
             self.steps += chunk
             remaining -= chunk
+            if self.estimator is not None and self.steps % self.steps_per_estimate == 0:
+                self.estimator.update(self.sim.sensors(), return_state=False)
             if self.sim.diverged[0]:
                 events.append(Event.DIVERGED)
                 self.reset()
@@ -358,7 +378,9 @@ class SimServer:
             pelvis_linear_velocity=quat_rotate_inverse(quat, linear_world[0]),
             pelvis_angular_velocity=angular[0],
             foot_forces=self.sim.foot_forces()[0],
+            foot_positions=self.sim.foot_positions()[0],
             control_mode=self.control_mode,
+            estimate=None if self.estimator is None else self.estimator.state(),
         )
 
 

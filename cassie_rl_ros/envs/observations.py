@@ -9,7 +9,9 @@ Layouts (``ObservationConfig.state``):
   positions (6) and velocities (6).
 - ``true_state``: the original library's 40 values of simulator ground truth (qpos without
   pelvis x, and qvel without the achilles, heel-spring and plantar-rod joints).
-- ``state_est``: the state estimator's 46 values; not available until the estimator exists.
+- ``state_est``: the original library's 46 values of the state estimator's output
+  (``cassie_sim_ros.estimator.observation_46``): pelvis height above terrain, orientation,
+  world-frame velocities and acceleration, motor and joint states.
 
 Then the task inputs: the reference trajectory's next state (reference envs), the clock ``[sin 2πφ, cos 2πφ]`` (clock envs), the speed command
 (forward, and lateral and yaw rate when commanded) and the stepping frequency when observed.
@@ -90,10 +92,6 @@ class ObservationBuilder:
 
     def __init__(self, config: ObservationConfig, joint_qadr: dict[str, int] | None = None,
                  joint_dadr: dict[str, int] | None = None):
-        if config.state == "state_est":
-            raise NotImplementedError(
-                "observation.state 'state_est' needs the state estimator, which cassie_rl_ros "
-                "does not have yet; use 'sensors' (robot sensors only) or 'true_state'")
         self.config = config
         if config.state == "true_state" or config.reference:
             if joint_qadr is None or joint_dadr is None:
@@ -108,6 +106,13 @@ class ObservationBuilder:
     # ------------------------------------------------------------------ layout
 
     def _state_names(self, state: str) -> list[str]:
+        if state == "state_est":
+            return (["est_height", "est_qw", "est_qx", "est_qy", "est_qz"]
+                    + [f"{m}_pos" for m in C.MOTOR_NAMES]
+                    + ["est_vx", "est_vy", "est_vz", "est_wx", "est_wy", "est_wz"]
+                    + [f"{m}_vel" for m in C.MOTOR_NAMES] + ["est_ax", "est_ay", "est_az"]
+                    + [f"{j}_pos" for j in C.PASSIVE_JOINT_NAMES]
+                    + [f"{j}_vel" for j in C.PASSIVE_JOINT_NAMES])
         if state == "sensors":
             return (["gravity_x", "gravity_y", "gravity_z", "heading_error",
                      "gyro_x", "gyro_y", "gyro_z"]
@@ -136,6 +141,9 @@ class ObservationBuilder:
         """Signed permutation mapping an observation to that of the mirrored robot."""
         index = {name: i for i, name in enumerate(self.names)}
         negate = {"gravity_y", "heading_error", "gyro_x", "gyro_z", "pelvis_y", "pelvis_qx",
+                  # apex's corrected estimator list: quaternion x and z, lateral velocity, roll
+                  # and yaw rates, lateral acceleration
+                  "est_qx", "est_qz", "est_vy", "est_wx", "est_wz", "est_ay",
                   "pelvis_qz", "pelvis_vy", "pelvis_wx", "pelvis_wz", "cmd_vy", "cmd_yaw_rate",
                   # half a gait cycle later the legs have swapped roles
                   "clock_sin", "clock_cos"}
@@ -157,11 +165,13 @@ class ObservationBuilder:
         """Per-entry observation noise (before ``noise_scale``): what the sensors add."""
         std = np.zeros(self.size, dtype=np.float32)
         for i, name in enumerate(self.names):
-            if name.startswith("gyro") or name.startswith("pelvis_w"):
+            if name.startswith(("gyro", "pelvis_w", "est_w", "est_a")):
                 std[i] = 0.05
-            elif name.startswith("gravity") or name == "heading_error" or name.startswith(
-                    "pelvis_q"):
+            elif name.startswith(("gravity", "pelvis_q", "est_q", "est_height")) or (
+                    name == "heading_error"):
                 std[i] = 0.02
+            elif name.startswith("est_v"):
+                std[i] = 0.05
             elif name.endswith("_pos") and not name.startswith("cmd"):
                 std[i] = 0.01
             elif name.endswith("_vel") or name.startswith("pelvis_v"):
@@ -172,15 +182,22 @@ class ObservationBuilder:
 
     def build(self, sensors: SensorReadings, task: TaskInputs, qpos: np.ndarray | None = None,
               qvel: np.ndarray | None = None, rng: np.random.Generator | None = None,
-              reference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+              reference: tuple[np.ndarray, np.ndarray] | None = None,
+              estimate=None) -> np.ndarray:
         """Observations (N, size) float32 from sensor readings (ground truth qpos and qvel for
-        ``true_state``; the reference trajectory's (qpos, qvel) for reference envs)."""
+        ``true_state``, the estimator's ``EstimatorState`` for ``state_est``, the reference
+        trajectory's (qpos, qvel) for reference envs)."""
         if self.config.state == "sensors":
             quat = sensors.imu_orientation
             heading_error = wrap_angle(quat_yaw(quat) - task.target_heading)
             parts = [gravity_in_frame(quat), heading_error[:, None], sensors.imu_angular_velocity,
                      sensors.motor_position, sensors.motor_velocity, sensors.joint_position,
                      sensors.joint_velocity]
+        elif self.config.state == "state_est":
+            if estimate is None:
+                raise ValueError("the state_est layout needs the state estimator's output")
+            from cassie_sim_ros.estimator import observation_46
+            parts = [observation_46(estimate)]
         else:
             if qpos is None or qvel is None:
                 raise ValueError("the true_state layout needs qpos and qvel")

@@ -21,7 +21,7 @@ import time
 from dataclasses import fields
 
 import rclpy
-from geometry_msgs.msg import Wrench, WrenchStamped
+from geometry_msgs.msg import PointStamped, Wrench, WrenchStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -33,7 +33,8 @@ from std_srvs.srv import Trigger
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError, from_dict
 from cassie_sim_ros.sim_server import (JOINT_NAMES, Event, PdCommand, RealtimePacer, Rejection,
-                                       SimNodeConfig, SimServer, StateSnapshot, Throttle)
+                                       SimNodeConfig, SimServer, StateSnapshot, Throttle,
+                                       quat_rotate_inverse)
 
 # Reliable, volatile, keep last 10 (rclpy's default for a depth): what `ros2 topic echo`,
 # `ros2 bag record` and default subscribers match. Best effort would not reach reliable readers.
@@ -73,6 +74,10 @@ class SimNode(Node):
         self.truth_pub = pub(Odometry, "cassie/ground_truth", QOS_DEPTH)
         self.foot_pubs = [pub(WrenchStamped, f"cassie/foot_forces/{side}", QOS_DEPTH)
                           for side in C.SIDES]
+        self.foot_position_pubs = [pub(PointStamped, f"cassie/foot_positions/{side}", QOS_DEPTH)
+                                   for side in C.SIDES]
+        self.estimate_pub = (pub(Odometry, "cassie/state_estimate", QOS_DEPTH)
+                             if self.server.estimator is not None else None)
         self.clock_pub = pub(Clock, "/clock", QOS_DEPTH)
         self.make_messages()
         self.create_subscription(JointState, "cassie/pd_targets", self.on_target, QOS_DEPTH)
@@ -215,11 +220,16 @@ class SimNode(Node):
         self.odom = Odometry(child_frame_id="pelvis")
         self.odom.header.frame_id = "world"
         self.feet = [WrenchStamped() for _ in C.SIDES]
-        for w in self.feet:
-            w.header.frame_id = "world"
+        self.foot_points = [PointStamped() for _ in C.SIDES]
+        for msg in (*self.feet, *self.foot_points):
+            msg.header.frame_id = "world"
+        # The estimate lives in the estimator's own odometry frame: it starts at x = y = 0.
+        self.estimate = Odometry(child_frame_id="pelvis")
+        self.estimate.header.frame_id = "odom"
         self.clock = Clock()
-        self.stamps = [self.clock.clock] + [m.header.stamp for m in
-                                            (self.js, self.imu, self.odom, *self.feet)]
+        self.stamps = [self.clock.clock] + [
+            m.header.stamp for m in (self.js, self.imu, self.odom, self.estimate, *self.feet,
+                                     *self.foot_points)]
 
     def publish(self, s: StateSnapshot):
         sec, nanosec = divmod(round(s.time * 1e9), 1_000_000_000)
@@ -243,6 +253,21 @@ class SimNode(Node):
         for pub, w, force in zip(self.foot_pubs, self.feet, s.foot_forces):
             _vec(w.wrench.force, force)
             pub.publish(w)
+        for pub, point, position in zip(self.foot_position_pubs, self.foot_points,
+                                        s.foot_positions):
+            _vec(point.point, position)
+            pub.publish(point)
+        e = s.estimate
+        if self.estimate_pub is not None and e is not None and e.valid[0]:
+            est = self.estimate
+            quat = e.pelvis_orientation[0]
+            _vec(est.pose.pose.position, e.pelvis_position[0])
+            _quat(est.pose.pose.orientation, quat)
+            # nav_msgs/Odometry carries the twist in the child (pelvis) frame.
+            _vec(est.twist.twist.linear,
+                 quat_rotate_inverse(quat, e.pelvis_translational_velocity[0]))
+            _vec(est.twist.twist.angular, e.pelvis_rotational_velocity[0])
+            self.estimate_pub.publish(est)
 
 
 def _vec(msg, v):

@@ -378,3 +378,15 @@ def test_throttle_logs_each_kind_at_once_then_once_per_interval():
     assert throttle("non_finite") is None
     clock.now += 0.6
     assert throttle("non_finite") == 2  # and says how many it held back
+
+
+def test_the_estimator_runs_at_its_rate_and_can_be_turned_off():
+    server = SimServer(SimNodeConfig(actuator="fast", estimator_rate=500.0))
+    server.advance(200)  # 0.1 s: 50 estimator updates
+    estimate = server.snapshot().estimate
+    assert estimate is not None and estimate.valid[0]
+    true_up = server.snapshot().pelvis_orientation
+    assert np.allclose(estimate.pelvis_orientation[0][[1, 2]], true_up[[1, 2]], atol=0.02)
+    assert SimServer(SimNodeConfig(estimator_rate=0.0)).snapshot().estimate is None
+    with pytest.raises(ConfigError, match="estimator_rate"):
+        SimNodeConfig(estimator_rate=300.0)  # not a divisor of 2000 Hz
