@@ -15,8 +15,10 @@ from typing import Literal
 
 import numpy as np
 
+from cassie_rl_ros.envs.actions import (advance_clock, clip_actions, motor_targets,
+                                        reference_state)
 from cassie_rl_ros.envs.observations import (ObservationBuilder, ObservationConfig, TaskInputs,
-                                             action_mirror_matrix, gravity_in_frame, wrap_angle)
+                                             action_mirror_matrix, gravity_in_frame)
 from cassie_rl_ros.envs.reference import (MOTOR_QPOS_INDEX, SHIN_QPOS_INDEX, check_layout,
                                           load_reference)
 from cassie_rl_ros.envs.rewards import (REWARD_TERMS, TERMINATIONS, StepContext, resolve)
@@ -24,7 +26,8 @@ from cassie_rl_ros.envs.vec_env import VecEnv
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError
 from cassie_sim_ros.model import STANDING_QPOS
-from cassie_sim_ros.sim import CassieSim, SimConfig
+from cassie_sim_ros.estimator import CassieEstimator
+from cassie_sim_ros.sim import CassieSim, SensorReadings, SimConfig
 
 Range = tuple[float, float]
 # Ground truth the critic gets on top of the actor's observation: pelvis height, velocity in the
@@ -145,6 +148,9 @@ class CassieEnvConfig:
     """Actions are clipped to ±action_clip rad."""
     observation: ObservationConfig = field(default_factory=ObservationConfig)
     """What the actor sees."""
+    estimator_rate: float = 500.0
+    """Rate of the state estimator (Hz) for ``state_est`` observations, as the simulator node
+    runs it: a divisor of the physics rate."""
     privileged_critic: bool = True
     """The critic also sees ground truth (pelvis height and velocity, foot forces and heights)."""
     reference_path: str | None = None
@@ -179,6 +185,11 @@ class CassieEnvConfig:
                               "imitation rewards need a reference trajectory (.bin)")
         if not 0.0 < self.gait.swing_ratio < 1.0:
             raise ConfigError("gait.swing_ratio: must be in (0, 1)")
+        if self.observation.state == "state_est":
+            steps = 1.0 / (self.estimator_rate * self.sim.timestep) if self.estimator_rate > 0 else 0
+            if not (steps >= 1 and abs(steps - round(steps)) < 1e-9):
+                raise ConfigError(f"estimator_rate: {self.estimator_rate!r} Hz must divide the "
+                                  f"physics rate {1.0 / self.sim.timestep:g} Hz")
 
     @property
     def policy_dt(self) -> float:
@@ -205,6 +216,13 @@ class CassieEnv(VecEnv):
         if config.reference_path:
             self.reference = load_reference(config.reference_path)
             check_layout(model)
+        self.estimator = None
+        if config.observation.state == "state_est":
+            self._steps_per_estimate = int(round(1.0 / (config.estimator_rate
+                                                        * config.sim.timestep)))
+            self.estimator = CassieEstimator(num_envs,
+                                             dt=self._steps_per_estimate * config.sim.timestep)
+            self._steps_since_estimate = 0
         self.num_obs = self.obs_builder.size
         self.num_actions = C.NUM_MOTORS
         self.obs_mirror = self.obs_builder.mirror
@@ -245,14 +263,24 @@ class CassieEnv(VecEnv):
         if actions.shape != (self.num_envs, self.num_actions):
             raise ValueError(f"actions: expected shape {(self.num_envs, self.num_actions)}, "
                              f"got {actions.shape}")
-        # A non-finite action never reaches a motor: treat it as zero (the neutral pose).
-        actions = np.where(np.isfinite(actions), actions, 0.0)
+        # The policy node maps actions to targets with the same two functions (envs/actions.py).
         self.last_action = self.action
-        self.action = np.clip(actions, -self.config.action_clip, self.config.action_clip)
-        self.sim.set_pd(self._base_pose() + self.action)
+        self.action = clip_actions(actions, self.config.action_clip)
+        self.sim.set_pd(motor_targets(self.action, self.config, self.reference, self.task.phase))
         self._maybe_push()
         foot_before = self._foot_pos
-        self.sim.step(self.config.policy_substeps)
+        if self.estimator is None:
+            self.sim.step(self.config.policy_substeps)
+        else:  # the estimator reads the sensors at its own rate, as on the robot
+            remaining = self.config.policy_substeps
+            while remaining > 0:
+                chunk = min(remaining, self._steps_per_estimate - self._steps_since_estimate)
+                self.sim.step(chunk)
+                remaining -= chunk
+                self._steps_since_estimate += chunk
+                if self._steps_since_estimate == self._steps_per_estimate:
+                    self.estimator.update(self.sim.sensors(), return_state=False)
+                    self._steps_since_estimate = 0
 
         self.episode_step += 1
         self._advance_clock()
@@ -329,17 +357,8 @@ class CassieEnv(VecEnv):
 
     # ------------------------------------------------------------------ internals
 
-    def _base_pose(self) -> np.ndarray:
-        if self.config.action == "no_delta":
-            return C.NEUTRAL_MOTOR_OFFSET
-        index = self.reference.index(self.task.phase)
-        return self.reference.qpos[index][:, MOTOR_QPOS_INDEX]
-
     def _advance_clock(self):
-        increment = self.task.step_frequency * self.dt / self.config.gait.cycle_seconds
-        self.task.phase = (self.task.phase + increment) % 1.0
-        self.task.target_heading = wrap_angle(self.task.target_heading
-                                              + self.task.command[:, 2] * self.dt)
+        advance_clock(self.task, self.dt, self.config.gait.cycle_seconds)
         if self.config.command.resample_seconds > 0:
             self._command_timer += self.dt
             due = np.flatnonzero(self._command_timer >= self.config.command.resample_seconds)
@@ -378,6 +397,12 @@ class CassieEnv(VecEnv):
         if cfg.randomization.enabled:
             self.sim.set_dynamics(self._draw_dynamics(n), ids)
         self.sim.reset(ids, qpos, qvel)
+        if self.estimator is not None:
+            # Like the robot's, it starts from its sensors: x = y = 0, the lower foot on z = 0.
+            self.estimator.reset(ids)
+            readings = self.sim.sensors()
+            self.estimator.update(SensorReadings(**{k: v[ids] for k, v in vars(readings).items()}),
+                                  ids=ids, return_state=False)
         self.episode_step[ids] = 0
         self.action[ids] = 0.0
         self.last_action[ids] = 0.0
@@ -428,8 +453,9 @@ class CassieEnv(VecEnv):
     def _observe(self) -> tuple[np.ndarray, np.ndarray | None]:
         sim = self.sim
         qpos, qvel = sim.qpos, sim.qvel
+        estimate = None if self.estimator is None else self.estimator.state()
         obs = self.obs_builder.build(sim.sensors(), self.task, qpos, qvel, self.rng,
-                                     self._reference_state())
+                                     self._reference_state(), estimate)
         if not self.config.privileged_critic:
             return obs, None
         pelvis_vel, pelvis_angvel = sim.pelvis_twist()
@@ -446,9 +472,8 @@ class CassieEnv(VecEnv):
         """The reference's qpos and qvel at the next policy step's phase."""
         if not self.config.observation.reference:
             return None
-        increment = self.task.step_frequency * self.dt / self.config.gait.cycle_seconds
-        index = self.reference.index((self.task.phase + increment) % 1.0)
-        return self.reference.qpos[index], self.reference.qvel[index]
+        return reference_state(self.reference, self.task, self.dt,
+                               self.config.gait.cycle_seconds)
 
 
 def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:

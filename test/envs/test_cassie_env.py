@@ -43,6 +43,7 @@ def reference_file(tmp_path_factory):
     {"observation": ObservationConfig(state="true_state")},
     {"observation": ObservationConfig(command="full", step_frequency=False, clock=False)},
     {"privileged_critic": False},
+    {"observation": ObservationConfig(state="state_est")},
     {"randomization": from_dict(type(CassieEnvConfig().randomization), {"enabled": True})},
 ])
 def test_every_variant_resets_and_steps_with_finite_outputs(changes):
@@ -212,8 +213,8 @@ def test_bad_env_configs_name_the_key():
         small_config(action="delta")
     with pytest.raises(ConfigError, match="action.*'no_delta', 'delta'"):
         apply_overrides(small_config(), ["action=sideways"])
-    with pytest.raises(NotImplementedError, match="state estimator"):
-        CassieEnv(small_config(observation=ObservationConfig(state="state_est")), 1)
+    with pytest.raises(ConfigError, match="estimator_rate"):
+        small_config(observation=ObservationConfig(state="state_est"), estimator_rate=300.0)
 
 
 def test_observation_builder_is_the_same_for_node_and_env():
@@ -247,3 +248,17 @@ def test_saved_state_continues_bit_for_bit():
         np.testing.assert_array_equal(obs, obs2)
         np.testing.assert_array_equal(rew, rew2)
         np.testing.assert_array_equal(done, done2)
+
+
+def test_state_est_observations_come_from_the_estimator_not_ground_truth():
+    env = CassieEnv(small_config(observation=ObservationConfig(state="state_est")), num_envs=2)
+    names = env.obs_builder.names
+    for _ in range(5):
+        obs, *_ = env.step(np.zeros((2, 10), np.float32))
+    height = obs[:, names.index("est_height")]
+    true_z = env.sim.pelvis_pose()[0][:, 2]
+    # The estimate tracks the pelvis (to centimetres) but is not a copy of the truth.
+    np.testing.assert_allclose(height, true_z, atol=0.05)
+    assert not np.array_equal(height, true_z.astype(np.float32))
+    vx = obs[:, names.index("est_vx")]
+    np.testing.assert_allclose(vx, env.sim.pelvis_twist()[0][:, 0], atol=0.1)

@@ -1,0 +1,75 @@
+"""Actions to motor targets, and the gait clock: the code the training env and the policy node
+share, so that both turn the same policy output into the same PD targets and advance the same
+phase.
+
+- :func:`clip_actions`: non-finite entries to 0 (the neutral pose), then clip to ±action_clip.
+- :func:`motor_targets`: the PD position targets of clipped actions: the neutral standing pose
+  plus the action (``no_delta``), or the reference trajectory's motor positions at the current
+  phase plus the action (``delta``).
+- :func:`advance_phase` / :func:`advance_clock`: one policy step of the gait clock,
+  φ ← (φ + f · dt / T) mod 1, and of the commanded heading, ψ* ← wrap(ψ* + ω_cmd · dt).
+- :func:`reference_state`: the reference trajectory's state at the next step's phase (what
+  reference-observing policies see).
+
+Everything takes and returns (N, ...) arrays; a robot is N = 1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cassie_rl_ros.envs.observations import TaskInputs, wrap_angle
+from cassie_rl_ros.envs.reference import MOTOR_QPOS_INDEX, ReferenceTrajectory
+from cassie_sim_ros import constants as C
+
+if TYPE_CHECKING:  # cassie_env imports this module
+    from cassie_rl_ros.envs.cassie_env import CassieEnvConfig
+
+
+def clip_actions(actions: np.ndarray, action_clip: float) -> np.ndarray:
+    """(N, 10) float64 actions: a non-finite action never reaches a motor (it becomes 0, the
+    neutral pose), the rest are clipped to ±action_clip rad."""
+    actions = np.asarray(actions, dtype=np.float64)
+    actions = np.where(np.isfinite(actions), actions, 0.0)
+    return np.clip(actions, -action_clip, action_clip)
+
+
+def motor_targets(actions: np.ndarray, config: CassieEnvConfig,
+                  reference: ReferenceTrajectory | None = None,
+                  phase: np.ndarray | None = None) -> np.ndarray:
+    """(N, 10) motor position targets (rad, motor order) of clipped actions (N, 10).
+
+    ``delta`` actions need the reference trajectory and the gait phase (N,).
+    """
+    if config.action == "no_delta":
+        return C.NEUTRAL_MOTOR_OFFSET + actions
+    if reference is None or phase is None:
+        raise ValueError("delta actions need the reference trajectory and the gait phase")
+    return reference.qpos[reference.index(phase)][:, MOTOR_QPOS_INDEX] + actions
+
+
+def advance_phase(phase: np.ndarray, step_frequency: np.ndarray, dt: float,
+                  cycle_seconds: float) -> np.ndarray:
+    """The gait phase ``dt`` seconds later: (φ + f · dt / T) mod 1."""
+    increment = step_frequency * dt / cycle_seconds
+    return (phase + increment) % 1.0
+
+
+def advance_clock(task: TaskInputs, dt: float, cycle_seconds: float) -> None:
+    """One policy step of ``dt`` seconds: advance the phase and turn the target heading by the
+    commanded yaw rate (replaces ``task.phase`` and ``task.target_heading``)."""
+    task.phase = advance_phase(task.phase, task.step_frequency, dt, cycle_seconds)
+    task.target_heading = wrap_angle(task.target_heading + task.command[:, 2] * dt)
+
+
+def reference_state(reference: ReferenceTrajectory, task: TaskInputs, dt: float,
+                    cycle_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """The reference trajectory's qpos (N, 35) and qvel (N, 32) at the next policy step's
+    phase: what reference-observing policies see."""
+    index = reference.index(advance_phase(task.phase, task.step_frequency, dt, cycle_seconds))
+    return reference.qpos[index], reference.qvel[index]
+
+
+__all__ = ["advance_clock", "advance_phase", "clip_actions", "motor_targets", "reference_state"]
