@@ -29,6 +29,7 @@ ROS_EXECUTABLES = {
     'train_node': 'cassie_rl_ros.nodes.train_node',
     'plot_bag': 'cassie_rl_ros.tools.plot_bag',
     'hardware_bridge': 'cassie_rl_ros.nodes.hardware_bridge',
+    'viewer_node': 'cassie_rl_ros.nodes.viewer_node',
 }
 
 
@@ -83,6 +84,7 @@ setup(
         'tensorboard',
         'tqdm',
         'matplotlib',
+        'imageio-ffmpeg',
     ],
     extras_require={
         'ros': ROS_EXTRA,

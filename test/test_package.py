@@ -31,6 +31,8 @@ PURE_CORES = [
     'cassie_sim_ros.actuator',
     'cassie_sim_ros.sim_server',
     'cassie_sim_ros.estimator',
+    'cassie_rl_ros.policy_runner',
+    'cassie_rl_ros.bringup',
 ]
 
 

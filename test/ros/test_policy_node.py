@@ -1,0 +1,262 @@
+"""policy_node over real Fast DDS: it drives the simulator node, obeys and checks commands, stops
+on stale inputs, and acts exactly as the training env does.
+
+Nodes run as subprocesses in a ROS domain of their own (``ros_env`` in test/conftest.py); the
+test's probe plays the driver or listens in. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import Twist  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import Imu, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from cassie_rl_ros.bringup import (POLICY_NODE, RECORDED_TOPICS, RENDER_ARGUMENTS,  # noqa: E402
+                                   SIM_NODE, lockstep_sim_parameters, node_command,
+                                   render_nodes)
+from cassie_rl_ros.envs.cassie_env import CassieEnv, CassieEnvConfig  # noqa: E402
+from cassie_rl_ros.training.evaluate import load_policy_fn  # noqa: E402
+from cassie_sim_ros import constants as C  # noqa: E402
+from cassie_sim_ros.config import from_dict, to_dict  # noqa: E402
+from cassie_sim_ros.sim import CassieSim, SimConfig  # noqa: E402
+from tiny_policy import train_tiny_policy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH = ROOT / "launch" / "render.launch.py"
+JOINTS = list(C.MOTOR_NAMES + C.PASSIVE_JOINT_NAMES)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    return train_tiny_policy(tmp_path_factory.mktemp("policy"))
+
+
+class Probe:
+    """The test's own node: listens to the policy node and can play the robot's driver."""
+
+    def __init__(self):
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.actions: list[list[float]] = []
+        self.targets: list[JointState] = []
+        self.node.create_subscription(Float64MultiArray, "/cassie/policy_action",
+                                      lambda m: self.actions.append(list(m.data)), 1000)
+        self.node.create_subscription(JointState, "/cassie/pd_targets", self.targets.append,
+                                      1000)
+        self.cmd_vel = self.node.create_publisher(Twist, "/cassie/cmd_vel", 10)
+        self.joint_states = self.node.create_publisher(JointState, "/cassie/joint_states", 10)
+        self.imu = self.node.create_publisher(Imu, "/cassie/imu", 10)
+        self.reset = self.node.create_client(Trigger, "/cassie/reset")
+
+    def spin_until(self, done, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > end:
+                return False
+            self.executor.spin_once(timeout_sec=0.01)
+        return True
+
+    def spin_for(self, seconds: float, every=None, period: float = 0.01):
+        end = next_call = time.monotonic()
+        end += seconds
+        while (now := time.monotonic()) < end:
+            if every is not None and now >= next_call:
+                every()
+                next_call += period
+            self.executor.spin_once(timeout_sec=0.002)
+
+    def publish_state(self, sensors, stamp_s: float):
+        """One state as the simulator node publishes it."""
+        sec, nanosec = divmod(round(stamp_s * 1e9), 1_000_000_000)
+        js = JointState(name=JOINTS)
+        js.header.stamp.sec, js.header.stamp.nanosec = sec, nanosec
+        js.position = np.concatenate([sensors.motor_position[0],
+                                      sensors.joint_position[0]]).tolist()
+        js.velocity = np.concatenate([sensors.motor_velocity[0],
+                                      sensors.joint_velocity[0]]).tolist()
+        imu = Imu()
+        imu.header.stamp = js.header.stamp
+        q = sensors.imu_orientation[0]
+        imu.orientation.w, imu.orientation.x, imu.orientation.y, imu.orientation.z = map(float, q)
+        g = sensors.imu_angular_velocity[0]
+        imu.angular_velocity.x, imu.angular_velocity.y, imu.angular_velocity.z = map(float, g)
+        self.joint_states.publish(js)
+        self.imu.publish(imu)
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def probe(ros_env):
+    p = Probe()
+    yield p
+    p.close()
+
+
+def log_of(proc) -> str:
+    return Path(proc.log_path).read_text(errors="replace")
+
+
+def wait_for_log(proc, text: str, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while text not in log_of(proc):
+        if time.monotonic() > end or proc.poll() is not None:
+            return text in log_of(proc)
+        time.sleep(0.05)
+    return True
+
+
+def env_actions(policy_dir: Path, speed: float, steps: int) -> np.ndarray:
+    """The training env's actions from the standing start, without noise or randomness."""
+    policy_fn, env_config = load_policy_fn([str(policy_dir)])
+    data = to_dict(env_config)
+    data["sim"]["sensor_noise"] = False
+    data["observation"]["noise_scale"] = 0.0
+    data["pushes"]["rate"] = 0.0
+    data["terminations"] = {}
+    data["reset"].update(random_heading=False, random_phase=False, motor_noise=0.0,
+                         velocity_noise=0.0)
+    env = CassieEnv(from_dict(CassieEnvConfig, data), num_envs=1)
+    env.reset()
+    env.set_commands(command=np.array([[speed, 0.0, 0.0]]), step_frequency=np.ones(1))
+    obs = env.obs_builder.build(env.sim.sensors(), env.task)  # with the command just set
+    actions = []
+    for _ in range(steps):
+        action = policy_fn(obs)
+        actions.append(action[0].astype(np.float64))
+        obs, _, _, _ = env.step(action)
+    return np.array(actions)
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_policy_node_drives_the_lockstep_simulator_exactly_as_the_env(start_node, probe,
+                                                                       policy_dir):
+    import torch
+
+    torch.set_num_threads(1)  # the node runs torch on one thread too
+    steps, speed = 40, 0.6
+    _, env_config = load_policy_fn([str(policy_dir)])
+    policy = start_node(list(node_command(POLICY_NODE, {
+        "policy": str(policy_dir), "speed": speed, "use_sim_time": True, "trigger": "state"})))
+    # The policy node first, so the simulator's one initial state finds its subscriptions.
+    assert probe.spin_until(lambda: probe.node.count_subscribers("/cassie/imu") > 0
+                            or policy.poll() is not None, 60.0), log_of(policy)
+    assert policy.poll() is None, log_of(policy)
+    sim = start_node(list(node_command(SIM_NODE, lockstep_sim_parameters(
+        env_config, sensor_noise=False))))
+    if not probe.spin_until(lambda: probe.actions, 20.0):
+        # The initial state went out before every subscription matched: a reset sends it again.
+        assert probe.reset.wait_for_service(timeout_sec=10.0), log_of(sim)
+        probe.reset.call_async(Trigger.Request())
+    assert probe.spin_until(lambda: len(probe.actions) >= steps, 60.0), (
+        len(probe.actions), log_of(policy), log_of(sim))
+
+    expected = env_actions(policy_dir, speed, steps)
+    got = np.array(probe.actions[:steps])
+    assert got.shape == (steps, 10)
+    assert np.array_equal(got, expected), np.abs(got - expected).max()
+    targets = probe.targets[0]
+    assert list(targets.name) == list(C.MOTOR_NAMES)
+    assert list(targets.velocity) == [0.0] * 10 and list(targets.effort) == [0.0] * 10
+    assert np.array_equal(np.array(targets.position),
+                          C.NEUTRAL_MOTOR_OFFSET + np.clip(expected[0], -1.5, 1.5))
+    assert "watchdog" not in log_of(sim)  # every target arrived in time
+
+
+def test_commands_are_clamped_non_finite_ones_ignored_and_stale_inputs_stop_it(
+        start_node, probe, policy_dir):
+    node = start_node(list(node_command(POLICY_NODE, {
+        "policy": str(policy_dir), "speed": 0.3, "trigger": "timer"})))
+    sim = CassieSim(SimConfig(timestep=0.002))
+    assert wait_for_log(node, "trigger timer", 60.0), log_of(node)
+    clock = {"t": 0.0}
+
+    def drive():  # the robot's driver at 100 Hz
+        clock["t"] += 0.01
+        probe.publish_state(sim.sensors(), clock["t"])
+
+    assert probe.spin_until(lambda: probe.cmd_vel.get_subscription_count() > 0
+                            and probe.joint_states.get_subscription_count() > 0, 20.0)
+    probe.spin_for(1.0, drive)
+    assert probe.spin_until(lambda: probe.targets, 10.0), log_of(node)
+    assert wait_for_log(node, "inputs fresh: publishing"), log_of(node)
+
+    probe.cmd_vel.publish(Twist())  # zero: inside the trained range
+    twist = Twist()
+    twist.linear.x, twist.angular.z = 7.0, 1.0
+    probe.cmd_vel.publish(twist)
+    probe.spin_for(0.3, drive)
+    assert wait_for_log(node, "clamped"), log_of(node)
+    assert "forward 7 m/s -> 1" in log_of(node) and "yaw_rate 1 rad/s -> 0" in log_of(node)
+    assert wait_for_log(node, "velocity command now 1, 0, 0"), log_of(node)
+    twist.linear.x = math.nan
+    probe.cmd_vel.publish(twist)
+    probe.spin_for(0.3, drive)
+    assert wait_for_log(node, "not finite: ignored, keeping (1, 0, 0)"), log_of(node)
+
+    # The driver stops: after 3 policy periods nothing more is published.
+    probe.spin_for(0.5)
+    assert wait_for_log(node, "inputs stale"), log_of(node)
+    count = len(probe.targets)
+    probe.spin_for(0.5)
+    assert len(probe.targets) == count
+    # It comes back: so does the policy.
+    probe.spin_for(0.5, drive)
+    assert len(probe.targets) > count
+    assert node.poll() is None and "Traceback" not in log_of(node)
+
+
+def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
+    import subprocess
+
+    for params, message in (({"policy": str(tmp_path / "none")}, "no such policy"),
+                            ({}, "no default policy")):
+        result = subprocess.run(list(node_command(POLICY_NODE, params)), env=ros_env,
+                                capture_output=True, text=True, timeout=120)
+        if not params and result.returncode == 0:
+            pytest.skip("a default policy is shipped")
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_render_launch_file_matches_the_bringup():
+    source = LAUNCH.read_text()
+    tree = ast.parse(compile(source, str(LAUNCH), "exec", ast.PyCF_ONLY_AST))
+    assert "generate_launch_description" in {n.name for n in tree.body
+                                             if isinstance(n, ast.FunctionDef)}
+    for name in RENDER_ARGUMENTS:
+        assert f"'{name}'" in source or f'"{name}"' in source, name
+    for executable in ("sim_node", "policy_node", "viewer_node"):
+        assert f"executable='{executable}'" in source
+    for topic in RECORDED_TOPICS:
+        assert topic in source
+    nodes = {n.name: n.argv for n in render_nodes(["p"], record=True, video="v.mp4")}
+    assert set(nodes) == {"sim_node", "policy_node", "viewer_node", "recorder"}
+    assert "mode:=realtime" in nodes["sim_node"] and "'mode': 'realtime'" in source
+    assert "use_sim_time:=true" in nodes["policy_node"]
+    assert "reset_sim_on_start:=true" in nodes["policy_node"]
+    assert "'reset_sim_on_start': True" in source
+    assert "'use_sim_time': True" in source
+    assert nodes["recorder"][:3] == (sys.executable, "-m", "cassie_rl_ros.tools.record")
