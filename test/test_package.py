@@ -33,6 +33,9 @@ PURE_CORES = [
     'cassie_sim_ros.estimator',
     'cassie_rl_ros.policy_runner',
     'cassie_rl_ros.bringup',
+    'cassie_rl_ros.bridge.protocol',
+    'cassie_rl_ros.bridge.core',
+    'cassie_rl_ros.tools.robot_emulator',
 ]
 
 

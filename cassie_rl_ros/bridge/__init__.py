@@ -1,0 +1,2 @@
+"""The hardware bridge without ROS: the robot's UDP wire format (``protocol``) and the
+bridge logic (``core``)."""
