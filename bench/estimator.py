@@ -34,7 +34,6 @@ import time
 
 import numpy as np
 
-from cassie_sim_ros import constants as C
 from cassie_sim_ros.estimator import (CassieEstimator, EstimatorConfig, ImuErrors,
                                       quat_to_matrix)
 from cassie_sim_ros.config import to_dict

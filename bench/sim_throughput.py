@@ -16,7 +16,6 @@ import platform
 import time
 
 import mujoco
-import numpy as np
 
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.model import STANDING_QPOS, load_model

@@ -177,6 +177,10 @@ _LEFT_STAND = np.array([0.00449956, 0.0, 0.497301, 0.97861, -0.0164104, 0.017776
                         -1.1997, 0.0, 1.42671, -2.25907e-06, -1.52439, 1.50645, -1.59681])
 STANDING_QPOS = np.concatenate([[0.0, 0.0, C.STANDING_PELVIS_HEIGHT, 1.0, 0.0, 0.0, 0.0],
                                 _LEFT_STAND, _LEFT_STAND * _LEG_QPOS_SIGN])
+# Where the motors sit in qpos and qvel (the original model's layout too; tests check it).
+MOTOR_QPOS_INDEX = [7, 8, 9, 14, 20, 21, 22, 23, 28, 34]
+MOTOR_QVEL_INDEX = [6, 7, 8, 12, 18, 19, 20, 21, 25, 31]
+STANDING_MOTOR_POSITION = STANDING_QPOS[MOTOR_QPOS_INDEX]
 
 
 def _fmt(values) -> str:

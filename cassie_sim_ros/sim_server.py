@@ -173,61 +173,21 @@ class StateSnapshot:
     estimate: EstimatorState | None = None  # the state estimator's output, when it runs
 
 
-class SimServer:
-    """One Cassie simulation behind the robot driver's safety rules."""
+class PdTargetChecker:
+    """The robot driver's rule for PD targets, shared by the simulator node and the hardware
+    bridge: every motor once by name, finite values, positions within the joint range plus a
+    margin, velocity targets within the motor speed, feed-forward within the torque limit."""
 
-    def __init__(self, config: SimNodeConfig | None = None):
-        self.config = config = config or SimNodeConfig()
-        self.sim = CassieSim(config.sim_config())
-        self.timestep = config.timestep
-        self.steps_per_publish = int(round(1.0 / (config.publish_rate * config.timestep)))
-        self.steps_per_policy = int(round(config.policy_period / config.timestep))
-        self._watchdog_steps = int(round(config.watchdog_timeout / config.timestep))
-        self._kp = np.asarray(config.kp, dtype=float)
-        self._kd = np.asarray(config.kd, dtype=float)
-        model = self.sim.model
+    def __init__(self, model: mujoco.MjModel, position_margin: float = 0.2):
         ranges = np.array([model.jnt_range[model.joint(n).id] for n in C.MOTOR_NAMES])
-        self.position_low = ranges[:, 0] - config.position_margin
-        self.position_high = ranges[:, 1] + config.position_margin
+        self.position_margin = position_margin
+        self.position_low = ranges[:, 0] - position_margin
+        self.position_high = ranges[:, 1] + position_margin
         self.velocity_limit = C.MAX_JOINT_SPEED.copy()
         self.effort_limit = C.TORQUE_LIMIT.copy()
         self._index = {name: i for i, name in enumerate(C.MOTOR_NAMES)}
-        self.estimator = None
-        if config.estimator_rate > 0:
-            self.steps_per_estimate = int(round(1.0 / (config.estimator_rate * config.timestep)))
-            self.estimator = CassieEstimator(1, dt=self.steps_per_estimate * config.timestep)
-        self.steps = 0
-        """Physics steps since start; simulated time is ``steps * timestep`` and never resets."""
-        self.reset()
 
-    # ---------------------------------------------------------------- state
-
-    @property
-    def time(self) -> float:
-        return self.steps * self.timestep
-
-    @property
-    def control_mode(self) -> str:
-        if not self._armed:
-            return "hold"
-        return "damping" if self._damping else "pd"
-
-    def reset(self):
-        """Back to the standing keyframe, holding it; the watchdog waits for the next target.
-
-        Simulated time keeps running, so /clock never jumps back.
-        """
-        self.sim.reset()
-        if self.estimator is not None:
-            # Like the robot's estimator, it starts from its sensors, not from the true pose.
-            self.estimator.reset()
-        self._armed = False
-        self._damping = False
-        self._last_command_step = self.steps
-
-    # ---------------------------------------------------------------- input checks
-
-    def parse_command(self, names: Sequence[str], position: Sequence[float],
+    def parse(self, names: Sequence[str], position: Sequence[float],
                       velocity: Sequence[float] = (), effort: Sequence[float] = ()
                       ) -> PdCommand | Rejection:
         """Check a JointState-like PD target and put it in motor order.
@@ -274,7 +234,7 @@ class SimServer:
             return Rejection("position_range", f"PD position target {p[i]:.4g} rad for "
                              f"{C.MOTOR_NAMES[i]} is outside [{self.position_low[i]:.4g}, "
                              f"{self.position_high[i]:.4g}] (joint range ± "
-                             f"{self.config.position_margin:g} rad)")
+                             f"{self.position_margin:g} rad)")
         bad = np.abs(v) > self.velocity_limit
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -286,6 +246,61 @@ class SimServer:
             return Rejection("effort_range", f"PD feed-forward torque {e[i]:.4g} N·m for "
                              f"{C.MOTOR_NAMES[i]} exceeds ±{self.effort_limit[i]:.4g}")
         return PdCommand(p, v, e)
+
+
+class SimServer:
+    """One Cassie simulation behind the robot driver's safety rules."""
+
+    def __init__(self, config: SimNodeConfig | None = None):
+        self.config = config = config or SimNodeConfig()
+        self.sim = CassieSim(config.sim_config())
+        self.timestep = config.timestep
+        self.steps_per_publish = int(round(1.0 / (config.publish_rate * config.timestep)))
+        self.steps_per_policy = int(round(config.policy_period / config.timestep))
+        self._watchdog_steps = int(round(config.watchdog_timeout / config.timestep))
+        self._kp = np.asarray(config.kp, dtype=float)
+        self._kd = np.asarray(config.kd, dtype=float)
+        self.checker = PdTargetChecker(self.sim.model, config.position_margin)
+        self.estimator = None
+        if config.estimator_rate > 0:
+            self.steps_per_estimate = int(round(1.0 / (config.estimator_rate * config.timestep)))
+            self.estimator = CassieEstimator(1, dt=self.steps_per_estimate * config.timestep)
+        self.steps = 0
+        """Physics steps since start; simulated time is ``steps * timestep`` and never resets."""
+        self.reset()
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def time(self) -> float:
+        return self.steps * self.timestep
+
+    @property
+    def control_mode(self) -> str:
+        if not self._armed:
+            return "hold"
+        return "damping" if self._damping else "pd"
+
+    def reset(self):
+        """Back to the standing keyframe, holding it; the watchdog waits for the next target.
+
+        Simulated time keeps running, so /clock never jumps back.
+        """
+        self.sim.reset()
+        if self.estimator is not None:
+            # Like the robot's estimator, it starts from its sensors, not from the true pose.
+            self.estimator.reset()
+        self._armed = False
+        self._damping = False
+        self._last_command_step = self.steps
+
+    # ---------------------------------------------------------------- input checks
+
+    def parse_command(self, names: Sequence[str], position: Sequence[float],
+                      velocity: Sequence[float] = (), effort: Sequence[float] = ()
+                      ) -> PdCommand | Rejection:
+        """Check a JointState-like PD target (``PdTargetChecker.parse``). Pure: any thread."""
+        return self.checker.parse(names, position, velocity, effort)
 
     def parse_push(self, force: Sequence[float], torque: Sequence[float]
                    ) -> tuple[np.ndarray, np.ndarray] | Rejection:

@@ -19,7 +19,7 @@ What the bridge sends every 0.5 ms (one ``pd_in_t``), by mode (``Mode``):
 - ``waiting``: no valid state from the robot for ``STATE_TIMEOUT`` (or none yet): damping.
 
 Damping is P = 0, D = the configured D gains, all targets and torques 0. Targets are checked by
-the simulator node's own rule (``SimServer.parse_command``: names, lengths, finite values,
+the simulator node's own rule (``sim_server.PdTargetChecker``: names, lengths, finite values,
 ranges), so a non-finite or out-of-range value never reaches a packet.
 
 Radio mapping (``estop_channel``, ``mode_channel``; **check both on the robot before use**: they
@@ -42,7 +42,6 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
@@ -50,8 +49,8 @@ import numpy as np
 from cassie_rl_ros.bridge import protocol as P
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError
-from cassie_sim_ros.model import STANDING_QPOS, load_model
-from cassie_sim_ros.sim_server import PdCommand, Rejection, SimServer, quat_rotate_inverse
+from cassie_sim_ros.model import STANDING_MOTOR_POSITION, load_model
+from cassie_sim_ros.sim_server import PdCommand, PdTargetChecker, Rejection, quat_rotate_inverse
 
 LOOP_PERIOD = 0.0005
 """The robot's PD loop and state stream period (s): 2 kHz."""
@@ -206,28 +205,6 @@ def _is_whole(x: float) -> bool:
     return abs(x - round(x)) < 1e-6 * max(1.0, abs(x)) and round(x) >= 1
 
 
-class TargetChecker:
-    """The simulator node's PD-target check, ``SimServer.parse_command``, without a simulation:
-    the same limits (joint ranges of the model ± ``position_margin``, motor speeds, torque
-    limits), so a target the simulator node refuses is refused here too."""
-
-    parse_command = SimServer.parse_command
-
-    def __init__(self, position_margin: float = 0.2):
-        # The attributes parse_command reads, computed as SimServer.__init__ does.
-        model = load_model()
-        ranges = np.array([model.jnt_range[model.joint(n).id] for n in C.MOTOR_NAMES])
-        self.config = SimpleNamespace(position_margin=position_margin)
-        self.position_low = ranges[:, 0] - position_margin
-        self.position_high = ranges[:, 1] + position_margin
-        self.velocity_limit = C.MAX_JOINT_SPEED.copy()
-        self.effort_limit = C.TORQUE_LIMIT.copy()
-        self._index = {name: i for i, name in enumerate(C.MOTOR_NAMES)}
-        qadr = [model.jnt_qposadr[model.joint(n).id] for n in C.MOTOR_NAMES]
-        self.standing_pose = STANDING_QPOS[qadr].copy()
-        """Motor positions of the standing keyframe (rad, motor order)."""
-
-
 class Ring:
     """The last ``size`` samples of a statistic, and a window since the last ``take``."""
 
@@ -275,8 +252,9 @@ class BridgeCore:
 
     def __init__(self, config: BridgeConfig | None = None):
         self.config = config = config or BridgeConfig()
-        self.checker = TargetChecker(config.position_margin)
-        self.standing_pose = self.checker.standing_pose
+        self.checker = PdTargetChecker(load_model(), config.position_margin)
+        self.standing_pose = STANDING_MOTOR_POSITION.copy()
+        """Motor positions of the standing keyframe (rad, motor order)."""
         self._kp = np.asarray(config.kp, dtype=float)
         self._kd = np.asarray(config.kd, dtype=float)
         self._zeros = np.zeros(C.NUM_MOTORS)
@@ -307,7 +285,7 @@ class BridgeCore:
                      velocity: Sequence[float] = (), effort: Sequence[float] = ()
                      ) -> PdCommand | Rejection:
         """Check a JointState-like PD target (the simulator node's rule); counts it."""
-        cmd = self.checker.parse_command(names, position, velocity, effort)
+        cmd = self.checker.parse(names, position, velocity, effort)
         self.counts["accepted_targets" if isinstance(cmd, PdCommand) else
                     "rejected_targets"] += 1
         return cmd
@@ -507,4 +485,4 @@ class BridgeCore:
 
 
 __all__ = ["BridgeConfig", "BridgeCore", "LOOP_PERIOD", "Mode", "PARAMETERS",
-           "RobotState", "Ring", "STATE_TIMEOUT", "TargetChecker", "period_stats"]
+           "RobotState", "Ring", "STATE_TIMEOUT", "period_stats"]

@@ -16,10 +16,9 @@ import mujoco
 import numpy as np
 
 from cassie_sim_ros import constants as C
+from cassie_sim_ros.model import MOTOR_QPOS_INDEX, MOTOR_QVEL_INDEX
 
 COLUMNS = 98
-MOTOR_QPOS_INDEX = [7, 8, 9, 14, 20, 21, 22, 23, 28, 34]
-MOTOR_QVEL_INDEX = [6, 7, 8, 12, 18, 19, 20, 21, 25, 31]
 SHIN_QPOS_INDEX = [15, 29]
 TARSUS_QPOS_INDEX = [16, 30]
 

@@ -49,9 +49,8 @@ from sensor_msgs.msg import Imu, JointState
 
 from cassie_rl_ros.bridge.core import LOOP_PERIOD, PARAMETERS, BridgeConfig, BridgeCore, RobotState
 from cassie_sim_ros.config import ConfigError, from_dict
-from cassie_sim_ros.nodes.sim_node import (BUILTIN_PARAMETERS, IMU_COVARIANCE, QOS_DEPTH, _quat,
-                                           _vec)
-from cassie_sim_ros.sim_server import JOINT_NAMES, PdCommand, Throttle
+from cassie_sim_ros.nodes.driver_messages import BUILTIN_PARAMETERS, QOS_DEPTH, DriverMessages
+from cassie_sim_ros.sim_server import PdCommand, Throttle
 
 REPLY_TIMEOUT = 0.5
 """lockstep: seconds to wait for the robot's answer to one packet."""
@@ -243,37 +242,16 @@ class HardwareBridge(Node):
 
     def make_messages(self):
         """The outgoing messages, built once: each publish only fills in the numbers."""
-        self.js = JointState(name=list(JOINT_NAMES))
-        self.imu = Imu()
-        self.imu.header.frame_id = "imu"
-        for name, var in IMU_COVARIANCE.items():
-            setattr(self.imu, f"{name}_covariance", [var, 0.0, 0.0, 0.0, var, 0.0, 0.0, 0.0, var])
-        self.odom = Odometry(child_frame_id="pelvis")
-        self.odom.header.frame_id = "world"
-        self.clock = Clock()
-        self.stamps = [m.header.stamp for m in (self.js, self.imu, self.odom)]
-        self.stamps.append(self.clock.clock)
+        self.messages = DriverMessages(odometry_frame="odom")  # the robot's estimator, as sim_node
 
     def publish(self, s: RobotState):
-        sec, nanosec = divmod(round(s.time * 1e9), 1_000_000_000)
-        for stamp in self.stamps:
-            stamp.sec, stamp.nanosec = sec, nanosec
+        m = self.messages
+        m.fill(s)
         if self.clock_pub is not None:
-            self.clock_pub.publish(self.clock)
-        js, imu, odom = self.js, self.imu, self.odom
-        js.position = s.joint_position.tolist()
-        js.velocity = s.joint_velocity.tolist()
-        js.effort = s.joint_effort.tolist()
-        self.joint_pub.publish(js)
-        _quat(imu.orientation, s.imu_orientation)
-        _vec(imu.angular_velocity, s.imu_angular_velocity)
-        _vec(imu.linear_acceleration, s.imu_linear_acceleration)
-        self.imu_pub.publish(imu)
-        _vec(odom.pose.pose.position, s.pelvis_position)
-        _quat(odom.pose.pose.orientation, s.pelvis_orientation)
-        _vec(odom.twist.twist.linear, s.pelvis_linear_velocity)
-        _vec(odom.twist.twist.angular, s.pelvis_angular_velocity)
-        self.odom_pub.publish(odom)
+            self.clock_pub.publish(m.clock)
+        self.joint_pub.publish(m.joint_states)
+        self.imu_pub.publish(m.imu)
+        self.odom_pub.publish(m.odometry)
 
     def stats(self) -> dict:
         return {**self.core.totals(), "overruns": self.overruns}

@@ -32,18 +32,14 @@ from std_srvs.srv import Trigger
 
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError, from_dict
-from cassie_sim_ros.sim_server import (JOINT_NAMES, Event, PdCommand, RealtimePacer, Rejection,
+from cassie_sim_ros.nodes.driver_messages import (BUILTIN_PARAMETERS, QOS_DEPTH, DriverMessages,
+                                                  set_quaternion, set_stamp, set_vector)
+from cassie_sim_ros.sim_server import (Event, PdCommand, RealtimePacer, Rejection,
                                        SimNodeConfig, SimServer, StateSnapshot, Throttle,
                                        quat_rotate_inverse)
 
-# Reliable, volatile, keep last 10 (rclpy's default for a depth): what `ros2 topic echo`,
-# `ros2 bag record` and default subscribers match. Best effort would not reach reliable readers.
-QOS_DEPTH = 10
-IMU_COVARIANCE = {"orientation": 1e-6, "angular_velocity": C.GYRO_NOISE ** 2,
-                  "linear_acceleration": C.ACCEL_NOISE ** 2}
 LOG_EVERY_S = 5.0
 INITIAL_STATE_REPEAT_S = 0.2
-BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 
 class SimNode(Node):
@@ -210,13 +206,7 @@ class SimNode(Node):
 
     def make_messages(self):
         """The outgoing messages, built once: each publish only fills in the numbers."""
-        self.js = JointState(name=list(JOINT_NAMES))
-        self.imu = Imu()
-        self.imu.header.frame_id = "imu"
-        for name, var in IMU_COVARIANCE.items():
-            setattr(self.imu, f"{name}_covariance", [var, 0.0, 0.0, 0.0, var, 0.0, 0.0, 0.0, var])
-        self.odom = Odometry(child_frame_id="pelvis")
-        self.odom.header.frame_id = "world"
+        self.messages = DriverMessages(odometry_frame="world")  # ground truth
         self.feet = [WrenchStamped() for _ in C.SIDES]
         self.foot_points = [PointStamped() for _ in C.SIDES]
         for msg in (*self.feet, *self.foot_points):
@@ -224,56 +214,34 @@ class SimNode(Node):
         # The estimate lives in the estimator's own odometry frame: it starts at x = y = 0.
         self.estimate = Odometry(child_frame_id="pelvis")
         self.estimate.header.frame_id = "odom"
-        self.clock = Clock()
-        self.stamps = [self.clock.clock] + [
-            m.header.stamp for m in (self.js, self.imu, self.odom, self.estimate, *self.feet,
-                                     *self.foot_points)]
 
     def publish(self, s: StateSnapshot):
-        sec, nanosec = divmod(round(s.time * 1e9), 1_000_000_000)
-        for stamp in self.stamps:
-            stamp.sec, stamp.nanosec = sec, nanosec
-        self.clock_pub.publish(self.clock)
-        js, imu, odom = self.js, self.imu, self.odom
-        js.position = s.joint_position.tolist()
-        js.velocity = s.joint_velocity.tolist()
-        js.effort = s.joint_effort.tolist()
-        self.joint_pub.publish(js)
-        _quat(imu.orientation, s.imu_orientation)
-        _vec(imu.angular_velocity, s.imu_angular_velocity)
-        _vec(imu.linear_acceleration, s.imu_linear_acceleration)
-        self.imu_pub.publish(imu)
-        _vec(odom.pose.pose.position, s.pelvis_position)
-        _quat(odom.pose.pose.orientation, s.pelvis_orientation)
-        _vec(odom.twist.twist.linear, s.pelvis_linear_velocity)
-        _vec(odom.twist.twist.angular, s.pelvis_angular_velocity)
-        self.truth_pub.publish(odom)
+        m = self.messages
+        m.fill(s)
+        for msg in (self.estimate, *self.feet, *self.foot_points):
+            set_stamp(msg.header.stamp, s.time)
+        self.clock_pub.publish(m.clock)
+        self.joint_pub.publish(m.joint_states)
+        self.imu_pub.publish(m.imu)
+        self.truth_pub.publish(m.odometry)
         for pub, w, force in zip(self.foot_pubs, self.feet, s.foot_forces):
-            _vec(w.wrench.force, force)
+            set_vector(w.wrench.force, force)
             pub.publish(w)
         for pub, point, position in zip(self.foot_position_pubs, self.foot_points,
                                         s.foot_positions):
-            _vec(point.point, position)
+            set_vector(point.point, position)
             pub.publish(point)
         e = s.estimate
         if self.estimate_pub is not None and e is not None and e.valid[0]:
             est = self.estimate
             quat = e.pelvis_orientation[0]
-            _vec(est.pose.pose.position, e.pelvis_position[0])
-            _quat(est.pose.pose.orientation, quat)
+            set_vector(est.pose.pose.position, e.pelvis_position[0])
+            set_quaternion(est.pose.pose.orientation, quat)
             # nav_msgs/Odometry carries the twist in the child (pelvis) frame.
-            _vec(est.twist.twist.linear,
-                 quat_rotate_inverse(quat, e.pelvis_translational_velocity[0]))
-            _vec(est.twist.twist.angular, e.pelvis_rotational_velocity[0])
+            set_vector(est.twist.twist.linear,
+                       quat_rotate_inverse(quat, e.pelvis_translational_velocity[0]))
+            set_vector(est.twist.twist.angular, e.pelvis_rotational_velocity[0])
             self.estimate_pub.publish(est)
-
-
-def _vec(msg, v):
-    msg.x, msg.y, msg.z = float(v[0]), float(v[1]), float(v[2])
-
-
-def _quat(msg, q):  # MuJoCo w, x, y, z -> ROS x, y, z, w
-    msg.w, msg.x, msg.y, msg.z = float(q[0]), float(q[1]), float(q[2]), float(q[3])
 
 
 def _spin(executor: SingleThreadedExecutor):

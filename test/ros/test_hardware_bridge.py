@@ -32,7 +32,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Imu, JointState  # noqa: E402
 
 from cassie_rl_ros.bridge import protocol as P  # noqa: E402
-from cassie_rl_ros.bridge.core import TargetChecker  # noqa: E402
+from cassie_sim_ros.model import STANDING_MOTOR_POSITION  # noqa: E402
 from cassie_sim_ros import constants as C  # noqa: E402
 from cassie_sim_ros.sim_server import JOINT_NAMES  # noqa: E402
 
@@ -40,7 +40,7 @@ from tiny_policy import train_tiny_policy  # noqa: E402  (test/ is on sys.path: 
 
 BRIDGE = [sys.executable, "-m", "cassie_rl_ros.nodes.hardware_bridge", "--ros-args"]
 EMULATOR = [sys.executable, "-m", "cassie_rl_ros.tools.robot_emulator", "--port", "0"]
-STANDING = TargetChecker().standing_pose
+STANDING = STANDING_MOTOR_POSITION
 KP32, KD32 = C.DEFAULT_KP.astype(np.float32), C.DEFAULT_KD.astype(np.float32)
 HIP_YAW = C.MOTOR_NAMES.index("left_hip_yaw")
 POLICY, STAND, DAMPING = 1.0, 0.0, -1.0
@@ -229,7 +229,7 @@ def test_publishes_the_sim_node_topics_and_forwards_checked_targets(start_node, 
     assert imu.orientation.w == pytest.approx(1.0)
     assert imu.linear_acceleration.z == pytest.approx(9.81)  # at rest: +g, as the simulator's
     odom = probe.received["/cassie/state_estimate"][-1]
-    assert (odom.header.frame_id, odom.child_frame_id) == ("world", "pelvis")
+    assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "pelvis")
     assert odom.pose.pose.position.z == pytest.approx(0.8)
 
     target = STANDING.copy()
