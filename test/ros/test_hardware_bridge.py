@@ -27,8 +27,6 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Imu, JointState  # noqa: E402
 
 from cassie_rl_ros.bridge import protocol as P  # noqa: E402
@@ -37,6 +35,7 @@ from cassie_sim_ros import constants as C  # noqa: E402
 from cassie_sim_ros.sim_server import JOINT_NAMES  # noqa: E402
 
 from tiny_policy import train_tiny_policy  # noqa: E402  (test/ is on sys.path: conftest.py)
+from ros_probe import ProbeNode, log_of  # noqa: E402  (test/ is on sys.path: conftest.py)
 
 BRIDGE = [sys.executable, "-m", "cassie_rl_ros.nodes.hardware_bridge", "--ros-args"]
 EMULATOR = [sys.executable, "-m", "cassie_rl_ros.tools.robot_emulator", "--port", "0"]
@@ -44,10 +43,6 @@ STANDING = STANDING_MOTOR_POSITION
 KP32, KD32 = C.DEFAULT_KP.astype(np.float32), C.DEFAULT_KD.astype(np.float32)
 HIP_YAW = C.MOTOR_NAMES.index("left_hip_yaw")
 POLICY, STAND, DAMPING = 1.0, 0.0, -1.0
-
-
-def log_of(proc) -> str:
-    return Path(proc.log_path).read_text(errors="replace")
 
 
 def bridge_command(robot_port: int, *params: str) -> list[str]:
@@ -123,38 +118,20 @@ class FakeRobot(threading.Thread):
         self.sock.close()
 
 
-class Probe:
+class Probe(ProbeNode):
     """This test's rclpy node: records the bridge's outputs and publishes PD targets."""
 
     TOPICS = {"/cassie/joint_states": JointState, "/cassie/imu": Imu,
               "/cassie/state_estimate": Odometry, "/diagnostics": DiagnosticArray}
 
     def __init__(self, topics=tuple(TOPICS)):
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("probe")
         self.received: dict[str, collections.deque] = {}
         for topic in topics:
             kind = self.TOPICS[topic]
             box = self.received[topic] = collections.deque(maxlen=200)
             self.node.create_subscription(kind, topic, lambda m, box=box: box.append(m), 100)
         self.targets = self.node.create_publisher(JointState, "/cassie/pd_targets", 10)
-
-    def spin_until(self, done, timeout: float, every=None, period: float = 0.02) -> bool:
-        """Spin until ``done()``; call ``every()`` each ``period`` meanwhile (a policy)."""
-        end = time.monotonic() + timeout
-        next_call = time.monotonic()
-        while not done():
-            now = time.monotonic()
-            if now > end:
-                return False
-            if every is not None and now >= next_call:
-                every()
-                next_call = now + period
-            self.executor.spin_once(timeout_sec=0.002)
-        return True
 
     def send(self, position, names=C.MOTOR_NAMES):
         msg = JointState(name=list(names))
@@ -175,11 +152,6 @@ class Probe:
             self.received["/diagnostics"].clear()
             assert self.spin_until(lambda: self.received["/diagnostics"], timeout, every)
         return self.diagnostics()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import Twist  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Imu, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -34,6 +32,7 @@ from cassie_sim_ros import constants as C  # noqa: E402
 from cassie_sim_ros.config import from_dict, to_dict  # noqa: E402
 from cassie_sim_ros.sim import CassieSim, SimConfig  # noqa: E402
 from tiny_policy import train_tiny_policy  # noqa: E402
+from ros_probe import ProbeNode, log_of  # noqa: E402  (test/ is on sys.path: conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "render.launch.py"
@@ -45,15 +44,11 @@ def policy_dir(tmp_path_factory):
     return train_tiny_policy(tmp_path_factory.mktemp("policy"))
 
 
-class Probe:
+class Probe(ProbeNode):
     """The test's own node: listens to the policy node and can play the robot's driver."""
 
     def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("probe")
         self.actions: list[list[float]] = []
         self.targets: list[JointState] = []
         self.node.create_subscription(Float64MultiArray, "/cassie/policy_action",
@@ -64,23 +59,6 @@ class Probe:
         self.joint_states = self.node.create_publisher(JointState, "/cassie/joint_states", 10)
         self.imu = self.node.create_publisher(Imu, "/cassie/imu", 10)
         self.reset = self.node.create_client(Trigger, "/cassie/reset")
-
-    def spin_until(self, done, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > end:
-                return False
-            self.executor.spin_once(timeout_sec=0.01)
-        return True
-
-    def spin_for(self, seconds: float, every=None, period: float = 0.01):
-        end = next_call = time.monotonic()
-        end += seconds
-        while (now := time.monotonic()) < end:
-            if every is not None and now >= next_call:
-                every()
-                next_call += period
-            self.executor.spin_once(timeout_sec=0.002)
 
     def publish_state(self, sensors, stamp_s: float):
         """One state as the simulator node publishes it."""
@@ -100,21 +78,12 @@ class Probe:
         self.joint_states.publish(js)
         self.imu.publish(imu)
 
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
 
 @pytest.fixture
 def probe(ros_env):
     p = Probe()
     yield p
     p.close()
-
-
-def log_of(proc) -> str:
-    return Path(proc.log_path).read_text(errors="replace")
 
 
 def wait_for_log(proc, text: str, timeout: float = 10.0) -> bool:

@@ -25,14 +25,13 @@ pytest.importorskip('matplotlib')
 
 from geometry_msgs.msg import Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from cassie_rl_ros.tools import plot_bag  # noqa: E402
 from cassie_sim_ros import constants as C  # noqa: E402
+from ros_probe import ProbeNode, log_of  # noqa: E402  (test/ is on sys.path: conftest.py)
 
 SIM = [sys.executable, '-m', 'cassie_sim_ros.nodes.sim_node', '--ros-args', '-p', 'mode:=lockstep']
 RECORD = [sys.executable, '-m', 'cassie_rl_ros.tools.record']
@@ -48,19 +47,11 @@ def stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
-def log_of(proc) -> str:
-    return Path(proc.log_path).read_text(errors='replace')[-4000:]
-
-
-class Policy:
+class Policy(ProbeNode):
     """This test's node: a stand-in policy that publishes what the plots show."""
 
     def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node('test_policy', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__('test_policy')
         self.states: list[JointState] = []
         self.truth: list[Odometry] = []
         self.node.create_subscription(JointState, '/cassie/joint_states', self.states.append, 100)
@@ -68,19 +59,6 @@ class Policy:
         self.targets = self.node.create_publisher(JointState, '/cassie/pd_targets', 10)
         self.actions = self.node.create_publisher(Float64MultiArray, '/cassie/policy_action', 10)
         self.cmd = self.node.create_publisher(Twist, '/cassie/cmd_vel', 10)
-
-    def spin_until(self, done, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > end:
-                return False
-            self.executor.spin_once(timeout_sec=0.01)
-        return True
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
 
 
 def copy_bag(src: Path, dst: Path, storage: str, version: int) -> None:
@@ -198,7 +176,9 @@ def test_record_a_simulated_run_and_plot_it(start_node, tmp_path, capsys):
     err = capsys.readouterr().err
     for name in plot_bag.PLOTS:
         assert (out / f'{name}.png').stat().st_size > 10_000, name
-    assert 'foot_positions' in err  # the simulator does not publish foot positions
+    assert 'foot_positions' not in err  # the simulator publishes foot positions
+    for side in C.SIDES:  # soles stay near the ground; the left one is the left one
+        assert 0.0 <= s[f'foot_height_{side}'].values.min() < 0.3
 
     # The same run as a sqlite3 bag with Kilted-era (version 9) metadata reads the same.
     sq = tmp_path / 'run_sqlite3'

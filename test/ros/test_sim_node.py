@@ -21,14 +21,13 @@ rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import PointStamped, Vector3, Wrench, WrenchStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Imu, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from cassie_sim_ros import constants as C  # noqa: E402
 from cassie_sim_ros.sim_server import JOINT_NAMES  # noqa: E402
+from ros_probe import ProbeNode, log_of  # noqa: E402  (test/ is on sys.path: conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = [sys.executable, "-m", "cassie_sim_ros.nodes.sim_node", "--ros-args"]
@@ -52,15 +51,11 @@ def stamp(msg) -> float:
     return s.sec + s.nanosec * 1e-9
 
 
-class Probe:
+class Probe(ProbeNode):
     """This test's own rclpy node: records the simulator's outputs and sends it inputs."""
 
     def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("probe")
         self.received: dict[str, list] = {}
         # Python handles a few thousand messages a second at best: listen only to what a test
         # needs, or the probe (not the node) becomes the bottleneck.
@@ -81,24 +76,6 @@ class Probe:
     def clear(self):
         for msgs in self.received.values():
             msgs.clear()
-
-    def spin_until(self, done, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > end:
-                return False
-            self.executor.spin_once(timeout_sec=0.01)
-        return True
-
-    def spin_for(self, seconds: float, every=None, period: float = 0.01):
-        """Spin for ``seconds``; call ``every()`` each ``period`` (a policy publishing targets)."""
-        end = next_call = time.monotonic()
-        end += seconds
-        while (now := time.monotonic()) < end:
-            if every is not None and now >= next_call:
-                every()
-                next_call += period
-            self.executor.spin_once(timeout_sec=0.002)
 
     def wait_for_sim(self, proc, timeout: float = 30.0):
         """Until the node publishes state and hears our targets."""
@@ -127,21 +104,12 @@ class Probe:
         self.clear()
         self.spin_until(lambda: self.states, 5.0)
 
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
 
 @pytest.fixture
 def probe(ros_env):
     p = Probe()
     yield p
     p.close()
-
-
-def log_of(proc) -> str:
-    return Path(proc.log_path).read_text(errors="replace")
 
 
 def stop_cleanly(proc):
