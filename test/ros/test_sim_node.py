@@ -158,7 +158,7 @@ def test_topics_types_rates_and_clean_shutdown(start_node, probe):
     start = time.monotonic()
     probe.spin_for(2.0)
     rate = len(probe.states) / (time.monotonic() - start)
-    assert 200 < rate < 800, (rate, log_of(proc))
+    assert 100 < rate < 800, (rate, log_of(proc))  # 400 nominal; generous on a busy machine
     stamps = np.array([stamp(m) for m in probe.states])
     assert np.median(np.diff(stamps)) == pytest.approx(0.0025, abs=1e-6)  # 400 Hz of sim time
 
