@@ -192,42 +192,43 @@ class CassieSim:
 
     def set_pd(self, p_target, d_target=None, feedforward=None, kp=None, kd=None, ids=None):
         """Hold a PD command until the next one: per motor position and velocity targets,
-        feed-forward torque and gains, each (10,) or (n, 10) for the sims ``ids``.
+        feed-forward torque and gains, each (10,) or (n, 10) for the sims ``ids``. Omitted
+        targets and torques are 0; omitted gains keep their values.
 
         Raises ValueError, changing nothing, on a wrong shape or a non-finite value.
         """
-        ids = self._ids(ids)
-        shape = (ids.size, C.NUM_MOTORS)
-        values = {}
-        for name, value, default in (("p_target", p_target, None), ("d_target", d_target, 0.0),
-                                     ("feedforward", feedforward, 0.0), ("kp", kp, None),
-                                     ("kd", kd, None)):
-            if value is None:
-                values[name] = None if default is None else np.full(shape, default)
-                continue
-            arr = np.asarray(value, dtype=float)
-            if arr.shape not in ((C.NUM_MOTORS,), shape):
-                raise ValueError(f"{name}: expected shape ({C.NUM_MOTORS},) or {shape} "
-                                 f"in motor order, got {arr.shape}")
-            _check_finite(name, arr)
-            values[name] = np.broadcast_to(arr, shape)
+        ids = slice(None) if ids is None else self._ids(ids)
+        n = self.num_sims if isinstance(ids, slice) else ids.size
+        given = {name: self._checked(name, value, n) for name, value in
+                 (("p_target", p_target), ("d_target", d_target), ("feedforward", feedforward),
+                  ("kp", kp), ("kd", kd)) if value is not None}
         for gain in ("kp", "kd"):
-            if values[gain] is not None and np.any(values[gain] < 0):
+            if gain in given and np.any(given[gain] < 0):
                 raise ValueError(f"{gain}: gains must be >= 0")
-        self._p_target[ids] = values["p_target"]
-        self._d_target[ids] = values["d_target"]
-        self._feedforward[ids] = values["feedforward"]
-        if values["kp"] is not None:
-            self._kp[ids] = values["kp"]
-        if values["kd"] is not None:
-            self._kd[ids] = values["kd"]
-        self._apply_gains(ids)
+        self._p_target[ids] = given["p_target"]
+        self._d_target[ids] = given.get("d_target", 0.0)
+        self._feedforward[ids] = given.get("feedforward", 0.0)
+        if "kp" in given:
+            self._kp[ids] = given["kp"]
+        if "kd" in given:
+            self._kd[ids] = given["kd"]
+        self._apply_gains(ids, gains_changed="kp" in given or "kd" in given)
 
-    def _apply_gains(self, ids: np.ndarray):
+    @staticmethod
+    def _checked(name: str, value, n: int) -> np.ndarray:
+        arr = np.asarray(value, dtype=float)
+        if arr.shape != (C.NUM_MOTORS,) and arr.shape != (n, C.NUM_MOTORS):
+            raise ValueError(f"{name}: expected shape ({C.NUM_MOTORS},) or ({n}, "
+                             f"{C.NUM_MOTORS}) in motor order, got {arr.shape}")
+        _check_finite(name, arr)
+        return arr
+
+    def _apply_gains(self, ids, gains_changed: bool = True):
         if not self.fast:
             return
-        self._biasprm[ids, :, 1] = -self._kp[ids]
-        self._biasprm[ids, :, 2] = -self._kd[ids]
+        if gains_changed:
+            self._biasprm[ids, :, 1] = -self._kp[ids]
+            self._biasprm[ids, :, 2] = -self._kd[ids]
         self._ctrl[ids] = (self._kp[ids] * self._p_target[ids] + self._kd[ids] * self._d_target[ids]
                            + self._feedforward[ids])
 
@@ -272,11 +273,13 @@ class CassieSim:
         self._qfrc[:, self._motor_dadr] = self.pipeline.soft_limit_torque(q, qd)
         self._batch.step(nstep=1, stage=_VEL)
 
+    _INSTABILITY = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS,
+                                     mujoco.mjtWarning.mjWARN_BADQVEL,
+                                     mujoco.mjtWarning.mjWARN_BADQACC)]
+
     def _instability_warnings(self) -> np.ndarray:
         """Per sim, how often MuJoCo found a bad qpos, qvel or qacc and reset the state."""
-        bad = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
-               mujoco.mjtWarning.mjWARN_BADQACC)
-        return np.asarray(self._batch.warning)[:, [int(w) for w in bad], 1].sum(axis=1)
+        return np.asarray(self._batch.warning)[:, self._INSTABILITY, 1].sum(axis=1)
 
     def _check_divergence(self):
         bad = ~(np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1))
