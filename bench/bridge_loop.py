@@ -125,7 +125,7 @@ def run_bridge(seconds: float, warmup: float, rt_priority: int) -> dict:
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
 
-    from cassie_rl_ros.bridge.core import TargetChecker
+    from cassie_sim_ros.model import STANDING_MOTOR_POSITION
     from cassie_rl_ros.ros_env import ros_subprocess_env
     from cassie_sim_ros import constants as C
 
@@ -159,7 +159,7 @@ def run_bridge(seconds: float, warmup: float, rt_priority: int) -> dict:
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     targets = node.create_publisher(JointState, "/cassie/pd_targets", 10)
     msg = JointState(name=list(C.MOTOR_NAMES))
-    msg.position = TargetChecker().standing_pose.tolist()
+    msg.position = STANDING_MOTOR_POSITION.tolist()
     try:
         end = time.monotonic() + 60
         while targets.get_subscription_count() == 0 and time.monotonic() < end:
