@@ -39,7 +39,6 @@ from cassie_sim_ros.sim_server import (Event, PdCommand, RealtimePacer, Rejectio
                                        quat_rotate_inverse)
 
 LOG_EVERY_S = 5.0
-INITIAL_STATE_REPEAT_S = 0.2
 
 
 class SimNode(Node):
@@ -182,17 +181,20 @@ class SimNode(Node):
 
     def run_lockstep(self):
         # Until the first target, the initial state (one snapshot, so noise draws stay the
-        # same run to run) goes out again every 0.2 s: DDS matches a new reader's topics one by
-        # one and each side in its own time, so a single publish can miss a topic. Same stamp
-        # each time; a policy acts once per stamp.
-        initial, started, next_repeat = self.server.snapshot(), False, 0.0
+        # same run to run) goes out again whenever a new reader of a state topic appears: a
+        # policy whose subscriptions match one by one still gets it on each. Same stamp each
+        # time; a policy acts once per stamp.
+        initial, readers, started = self.server.snapshot(), [0] * 3, False
         while self.context.ok():
             try:
                 item = self.inbox.get(timeout=0.02)
             except queue.Empty:
-                if not started and time.monotonic() >= next_repeat:
-                    self.publish(initial)
-                    next_repeat = time.monotonic() + INITIAL_STATE_REPEAT_S
+                if not started:
+                    now = [p.get_subscription_count()
+                           for p in (self.joint_pub, self.imu_pub, self.truth_pub)]
+                    if any(n > seen for n, seen in zip(now, readers)):
+                        self.publish(initial)
+                    readers = now
                 continue
             if self.process(item):
                 self.publish(self.server.snapshot())
