@@ -360,9 +360,11 @@ def record(out_dir: Path, topics: list[str], duration: float | None, storage: st
                 'subscriptions are dropped)')
         stop.request(signal.Signals(signum).name)
 
+    # Handlers first: the bag folder appears while the writer starts, and a Ctrl-C from then on
+    # must close it cleanly.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     bag = BagWriterThread(out_dir, storage=storage, version=version)
     bag.start()
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     context = rclpy.Context()
     try:
         node = executor = None
