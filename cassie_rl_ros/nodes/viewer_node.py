@@ -227,6 +227,9 @@ def main(args: list[str] | None = None) -> int:
                 return run_video(node, mirror) if headless else run_window(node, mirror)
             finally:
                 executor.shutdown(timeout_sec=1.0)
+                # The spinner must be out of rclpy's C++ before the context goes: a thread
+                # still waiting there at exit aborts the process ("terminate called ...").
+                spinner.join(timeout=2.0)
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
