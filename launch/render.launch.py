@@ -10,7 +10,7 @@ Without a ROS install, ``cassie-rl render --ros`` starts the same nodes with the
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, Shutdown
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -36,13 +36,23 @@ RECORDED_TOPICS = ['/clock', '/cassie/joint_states', '/cassie/imu', '/cassie/gro
                    '/cassie/foot_forces/right']
 
 
+def simulator_matching_the_policy(context):
+    """The simulator in real time, with the physics timestep, actuators and gains the policy was
+    trained with (cassie_rl_ros.bringup.render_sim_parameters)."""
+    from cassie_rl_ros.bringup import render_sim_parameters
+
+    matching = render_sim_parameters(LaunchConfiguration('policy').perform(context))
+    sim_yaml = PathJoinSubstitution([FindPackageShare('cassie_rl_ros'), 'config', 'sim.yaml'])
+    return [Node(package='cassie_rl_ros', executable='sim_node', name='sim_node',
+                 output='screen',
+                 parameters=[sim_yaml, {'variant': LaunchConfiguration('variant'),
+                                        'mode': 'realtime', **matching}])]
+
+
 def generate_launch_description():
     arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
                  for name, (default, description) in ARGUMENTS.items()]
-    sim_yaml = PathJoinSubstitution([FindPackageShare('cassie_rl_ros'), 'config', 'sim.yaml'])
-    sim = Node(package='cassie_rl_ros', executable='sim_node', name='sim_node', output='screen',
-               parameters=[sim_yaml, {'variant': LaunchConfiguration('variant'),
-                                      'mode': 'realtime'}])
+    sim = OpaqueFunction(function=simulator_matching_the_policy)
     policy = Node(package='cassie_rl_ros', executable='policy_node', name='policy_node',
                   output='screen',
                   parameters=[{'policy': ParameterValue(LaunchConfiguration('policy'),

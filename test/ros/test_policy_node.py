@@ -25,7 +25,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from cassie_rl_ros.bringup import (POLICY_NODE, RECORDED_TOPICS, RENDER_ARGUMENTS,  # noqa: E402
                                    SIM_NODE, lockstep_sim_parameters, node_command,
-                                   render_nodes)
+                                   render_nodes, render_sim_parameters)
 from cassie_rl_ros.envs.cassie_env import CassieEnv, CassieEnvConfig  # noqa: E402
 from cassie_rl_ros.training.evaluate import load_policy_fn  # noqa: E402
 from cassie_sim_ros import constants as C  # noqa: E402
@@ -208,6 +208,21 @@ def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
             pytest.skip("a default policy is shipped")
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_render_runs_the_simulator_as_the_policy_was_trained(tmp_path):
+    policy = train_tiny_policy(tmp_path, "env.sim.timestep=0.001", "env.policy_substeps=30",
+                               "env.sim.actuator=fast", "env.sim.kp=[90, 90, 80, 90, 40, "
+                               "90, 90, 80, 90, 40]")
+    sim = dict(arg.split(":=", 1) for arg in
+               render_nodes([str(policy)])[0].argv if ":=" in arg)
+    assert float(sim["timestep"]) == 0.001 and sim["actuator"] == "fast"
+    assert sim["mode"] == "realtime" and sim["kp"].startswith("[90.0, 90.0, 80.0")
+    # 1 kHz physics, 30 ms policy: the fastest state rate up to 400 Hz that divides both
+    assert float(sim["publish_rate"]) == pytest.approx(1000.0 / 3)
+    assert render_sim_parameters([str(tmp_path / "missing")]) == {}
+    overridden = render_nodes([str(policy)], sim_parameters={"timestep": 0.0005})[0].argv
+    assert "timestep:=0.0005" in overridden
 
 
 def test_render_launch_file_matches_the_bringup():
