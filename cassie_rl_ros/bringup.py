@@ -102,9 +102,11 @@ def publish_rate_for(timestep: float, policy_period: float, highest: float = 400
 
 
 def _physics_parameters(env_config) -> dict[str, object]:
-    """The env's physics timestep, actuator model and gains, and a state rate that fits."""
+    """The env's physics timestep, actuator model, gains and policy period, and a state rate
+    that fits."""
     sim = env_config.sim
     return {"timestep": sim.timestep, "actuator": sim.actuator,
+            "policy_period": env_config.policy_dt,
             "kp": [float(x) for x in sim.kp], "kd": [float(x) for x in sim.kd],
             "publish_rate": publish_rate_for(sim.timestep, env_config.policy_dt)}
 
@@ -123,7 +125,7 @@ def lockstep_sim_parameters(env_config, **overrides) -> dict[str, object]:
                          "the full faithful pipeline")
     params = {
         "mode": "lockstep", "variant": sim.variant, **_physics_parameters(env_config),
-        "policy_period": env_config.policy_dt, "sensor_noise": sim.sensor_noise,
+        "sensor_noise": sim.sensor_noise,
         # Longer than one policy period, or every lockstep target would end in damping.
         "watchdog_timeout": max(0.1, 2 * env_config.policy_dt),
     }
@@ -133,7 +135,8 @@ def lockstep_sim_parameters(env_config, **overrides) -> dict[str, object]:
 
 def render_sim_parameters(policy: Sequence[str] | str = ()) -> dict[str, object]:
     """Real-time simulator parameters that match the policy's training simulation: its physics
-    timestep, actuator model and PD gains, and a state rate whose period divides the policy's.
+    timestep, actuator model, PD gains and policy period, and a state rate whose period divides
+    the policy's.
 
     A policy trained at 2 ms physics runs 4x cheaper (and as trained) than at the node's 0.5 ms
     default. ``policy`` as for the policy node ('' or empty: the shipped default). A policy that

@@ -31,25 +31,22 @@ import json
 import os
 import queue
 import select
-import signal
 import socket
 import sys
 import threading
 import time
-from dataclasses import fields
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 
 from cassie_rl_ros.bridge.core import LOOP_PERIOD, PARAMETERS, BridgeConfig, BridgeCore, RobotState
 from cassie_sim_ros.config import ConfigError, from_dict
 from cassie_sim_ros.nodes.driver_messages import BUILTIN_PARAMETERS, QOS_DEPTH, DriverMessages
+from cassie_sim_ros.nodes.node_main import (command_line, reject_plain_arguments, ros_session,
+                                            spinning)
 from cassie_sim_ros.sim_server import PdCommand, Throttle
 
 REPLY_TIMEOUT = 0.5
@@ -257,13 +254,6 @@ class HardwareBridge(Node):
         return {**self.core.totals(), "overruns": self.overruns}
 
 
-def _spin(executor: SingleThreadedExecutor):
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
-
-
 def _lower_timer_slack():
     """Wake-ups within ~1 µs of the deadline instead of Linux's default 50 µs slack (this
     thread only). Best effort: ignored where prctl is missing."""
@@ -275,42 +265,27 @@ def _lower_timer_slack():
 
 def main(args: list[str] | None = None) -> int:
     """Run the node; ``args`` is the argument list without the program name (default: sys.argv)."""
-    argv = list(sys.argv[1:] if args is None else args)
-    extra = rclpy.utilities.remove_ros_args(["hardware_bridge", *argv])[1:]
-    if extra in (["-h"], ["--help"]):
-        print("usage: hardware_bridge [--ros-args [-p name:=value ...]]\nparameters (default):")
-        for f in fields(BridgeConfig):
-            print(f"  {f.name} ({getattr(BridgeConfig, f.name)!r})")
-        return 0
-    if extra:
-        print(f"hardware_bridge: unexpected arguments {extra}; set parameters with "
-              f"--ros-args -p name:=value (names: {', '.join(PARAMETERS)})", file=sys.stderr)
-        return 2
-    # As the simulator node: Ctrl-C and SIGTERM raise KeyboardInterrupt in the main thread.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with rclpy.init(args=["hardware_bridge", *argv],
-                        signal_handler_options=SignalHandlerOptions.NO):
-            try:
-                node = HardwareBridge()
-            except ConfigError as err:
-                print(f"hardware_bridge: bad parameter: {err}", file=sys.stderr)
-                return 2
-            # Everything built so far is long-lived: keep the collector from walking it
-            # (shorter pauses in the 2 kHz loop).
-            gc.freeze()
-            # The UDP thread must get the GIL back within its 0.5 ms period when the executor
-            # thread runs Python code: hand it over every 0.1 ms instead of every 5 ms.
-            sys.setswitchinterval(SWITCH_INTERVAL)
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            # The UDP loop and the executor each get a thread; the main thread only waits, so
-            # Ctrl-C lands here and never inside rclpy's message handling.
+    argv = command_line(args)
+    code = reject_plain_arguments("hardware_bridge", argv, BridgeConfig)
+    if code is not None:
+        return code
+    with ros_session("hardware_bridge", argv):
+        try:
+            node = HardwareBridge()
+        except ConfigError as err:
+            print(f"hardware_bridge: bad parameter: {err}", file=sys.stderr)
+            return 2
+        # Everything built so far is long-lived: keep the collector from walking it
+        # (shorter pauses in the 2 kHz loop).
+        gc.freeze()
+        # The UDP thread must get the GIL back within its 0.5 ms period when the executor
+        # thread runs Python code: hand it over every 0.1 ms instead of every 5 ms.
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        # The UDP loop and the executor each get a thread; the main thread only waits, so
+        # Ctrl-C lands here and never inside rclpy's message handling.
+        with spinning(node) as spinner:
             link = threading.Thread(target=node.run_link, name="cassie-udp", daemon=True)
-            spinner = threading.Thread(target=_spin, args=(executor,), daemon=True)
             link.start()
-            spinner.start()
             try:
                 while link.is_alive() and spinner.is_alive():
                     link.join(timeout=0.2)
@@ -318,12 +293,7 @@ def main(args: list[str] | None = None) -> int:
                 node.stop.set()
                 link.join(timeout=2.0)
                 node.get_logger().info(f"stats {json.dumps(node.stats())}")
-                executor.shutdown(timeout_sec=2.0)
-                spinner.join(timeout=2.0)
                 node.sock.close()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     return 0
 
 

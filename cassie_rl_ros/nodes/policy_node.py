@@ -46,27 +46,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from cassie_sim_ros import constants as C
+from cassie_sim_ros.nodes.driver_messages import QOS_DEPTH
+from cassie_sim_ros.nodes.node_main import command_line, ros_session, spin_until_shutdown
 
 from ..policy_runner import PolicyError, PolicyRunner, default_policy_path
 
-QOS_DEPTH = 10
 RETRY_PERIOD_S = 0.02
 """Wall-clock period of the check for a state that arrived before pd_targets had a reader."""
 LOG_THROTTLE_S = 2.0
@@ -260,21 +258,12 @@ class PolicyNode(Node):
         return stats
 
 
-def _spin(node: PolicyNode):
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-
-
 def main(args: list[str] | None = None) -> int:
     """Run the node; ``args`` is the argument list without the program name (default: sys.argv).
 
     Arguments before ``--ros-args`` are policy paths (they set the ``policy`` parameter).
     """
-    argv = list(sys.argv[1:] if args is None else args)
+    argv = command_line(args)
     split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     extra, ros_args = argv[:split], argv[split:]
     parser = argparse.ArgumentParser(
@@ -288,23 +277,21 @@ def main(args: list[str] | None = None) -> int:
             ros_args.append("--ros-args")
         value = parsed.policy[0] if len(parsed.policy) == 1 else json.dumps(parsed.policy)
         ros_args += ["-p", f"policy:={value}"]
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with rclpy.init(args=["policy_node", *ros_args],
-                        signal_handler_options=SignalHandlerOptions.NO):
-            try:
-                node = PolicyNode()
-            except PolicyError as err:
-                print(f"policy_node: error: {err}", file=sys.stderr)
-                return 2
-            try:
-                _spin(node)
-            finally:
-                node.get_logger().info(f"stats {json.dumps(node.summary())}")
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    with ros_session("policy_node", ros_args):
+        try:
+            node = PolicyNode()
+        except PolicyError as err:
+            print(f"policy_node: error: {err}", file=sys.stderr)
+            return 2
+        # The executor spins in the main thread: each policy step runs in a callback.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            spin_until_shutdown(executor)
+        finally:
+            node.get_logger().info(f"stats {json.dumps(node.summary())}")
+            executor.shutdown(timeout_sec=1.0)
+            node.destroy_node()
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -33,14 +32,13 @@ import time
 import rclpy
 from geometry_msgs.msg import Twist, Wrench
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
-QOS_DEPTH = 10
+from cassie_sim_ros.nodes.driver_messages import QOS_DEPTH
+from cassie_sim_ros.nodes.node_main import command_line, ros_session, spinning
 
 
 class ViewerNode(Node):
@@ -198,48 +196,26 @@ def run_window(node: ViewerNode, mirror) -> int:
 
 
 def main(args: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if args is None else args)
-    # Ctrl-C and SIGTERM raise KeyboardInterrupt in the main thread: the video is finished.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with rclpy.init(args=["viewer_node", *argv],
-                        signal_handler_options=SignalHandlerOptions.NO):
-            node = ViewerNode()
-            headless = bool(node.video)
-            if headless:
-                # Before mujoco is imported: it picks its GL backend then.
-                os.environ.setdefault("MUJOCO_GL", "egl")
-            elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-                node.get_logger().error("no display: set the video parameter to render "
-                                        "offscreen")
-                return 2
-            from cassie_sim_ros.model import load_model
+    argv = command_line(args)
+    # Ctrl-C and SIGTERM finish the video (ros_session: KeyboardInterrupt in the main thread).
+    with ros_session("viewer_node", argv):
+        node = ViewerNode()
+        headless = bool(node.video)
+        if headless:
+            # Before mujoco is imported: it picks its GL backend then.
+            os.environ.setdefault("MUJOCO_GL", "egl")
+        elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            node.get_logger().error("no display: set the video parameter to render offscreen")
+            node.destroy_node()
+            return 2
+        from cassie_sim_ros.model import load_model
 
-            from ..tools.render import StateMirror
+        from ..tools.render import StateMirror
 
-            mirror = StateMirror(load_model())
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            spinner = threading.Thread(target=_spin, args=(executor,), daemon=True)
-            spinner.start()
-            try:
-                return run_video(node, mirror) if headless else run_window(node, mirror)
-            finally:
-                executor.shutdown(timeout_sec=1.0)
-                # The spinner must be out of rclpy's C++ before the context goes: a thread
-                # still waiting there at exit aborts the process ("terminate called ...").
-                spinner.join(timeout=2.0)
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-
-
-def _spin(executor: SingleThreadedExecutor):
-    try:
-        executor.spin()
-    except (ExternalShutdownException, KeyboardInterrupt):
-        pass
+        mirror = StateMirror(load_model())
+        with spinning(node):
+            return run_video(node, mirror) if headless else run_window(node, mirror)
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
 import sys
 import threading
 import time
 from dataclasses import fields
 
-import rclpy
 from geometry_msgs.msg import PointStamped, Wrench, WrenchStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
@@ -34,9 +30,10 @@ from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError, from_dict
 from cassie_sim_ros.nodes.driver_messages import (BUILTIN_PARAMETERS, QOS_DEPTH, DriverMessages,
                                                   set_quaternion, set_stamp, set_vector)
-from cassie_sim_ros.sim_server import (Event, PdCommand, RealtimePacer, Rejection,
-                                       SimNodeConfig, SimServer, StateSnapshot, Throttle,
-                                       quat_rotate_inverse)
+from cassie_sim_ros.nodes.node_main import (command_line, reject_plain_arguments, ros_session,
+                                            spinning)
+from cassie_sim_ros.sim_server import (Event, PdCommand, RealtimePacer, Rejection, SimNodeConfig,
+                                       SimServer, StateSnapshot, Throttle, quat_rotate_inverse)
 
 LOG_EVERY_S = 5.0
 
@@ -246,53 +243,23 @@ class SimNode(Node):
             self.estimate_pub.publish(est)
 
 
-def _spin(executor: SingleThreadedExecutor):
-    try:
-        executor.spin()
-    except (ExternalShutdownException, KeyboardInterrupt):
-        pass
-
-
 def main(args: list[str] | None = None) -> int:
     """Run the node; ``args`` is the argument list without the program name (default: sys.argv)."""
-    argv = list(sys.argv[1:] if args is None else args)
-    extra = rclpy.utilities.remove_ros_args(["sim_node", *argv])[1:]
-    if extra in (["-h"], ["--help"]):
-        print("usage: sim_node [--ros-args [--params-file config/sim.yaml] [-p name:=value ...]]\n"
-              "parameters (default):")
-        for f in fields(SimNodeConfig):
-            print(f"  {f.name} ({getattr(SimNodeConfig, f.name)!r})")
-        return 0
-    if extra:
-        names = ", ".join(f.name for f in fields(SimNodeConfig))
-        print(f"sim_node: unexpected arguments {extra}; set parameters with "
-              f"--ros-args -p name:=value (names: {names})", file=sys.stderr)
-        return 2
-    # Ctrl-C (and SIGTERM) raise KeyboardInterrupt in the main thread, which then closes the
-    # node while its context is still valid. rclpy's own handlers would shut the context down
-    # first, from the signal, racing the simulation loop's publishers.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with rclpy.init(args=["sim_node", *argv], signal_handler_options=SignalHandlerOptions.NO):
-            try:
-                node = SimNode()
-            except ConfigError as err:
-                print(f"sim_node: bad parameter: {err}", file=sys.stderr)
-                return 2
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            spinner = threading.Thread(target=_spin, args=(executor,), daemon=True)
-            spinner.start()
+    argv = command_line(args)
+    code = reject_plain_arguments("sim_node", argv, SimNodeConfig)
+    if code is not None:
+        return code
+    with ros_session("sim_node", argv):
+        try:
+            node = SimNode()
+        except ConfigError as err:
+            print(f"sim_node: bad parameter: {err}", file=sys.stderr)
+            return 2
+        with spinning(node):
             try:
                 node.run_lockstep() if node.config.mode == "lockstep" else node.run_realtime()
             finally:
                 node.get_logger().info(f"stats {json.dumps(node.stats())}")
-                executor.shutdown(timeout_sec=2.0)
-                spinner.join(timeout=2.0)
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     return 0
 
 

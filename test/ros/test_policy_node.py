@@ -217,6 +217,7 @@ def test_render_runs_the_simulator_as_the_policy_was_trained(tmp_path):
     sim = dict(arg.split(":=", 1) for arg in
                render_nodes([str(policy)])[0].argv if ":=" in arg)
     assert float(sim["timestep"]) == 0.001 and sim["actuator"] == "fast"
+    assert float(sim["policy_period"]) == pytest.approx(0.03)
     assert sim["mode"] == "realtime" and sim["kp"].startswith("[90.0, 90.0, 80.0")
     # 1 kHz physics, 30 ms policy: the fastest state rate up to 400 Hz that divides both
     assert float(sim["publish_rate"]) == pytest.approx(1000.0 / 3)

@@ -1,0 +1,97 @@
+"""What every node's ``main()`` shares: its command line, signals, rclpy's context and a clean exit.
+
+    def main(args=None) -> int:
+        argv = command_line(args)
+        code = reject_plain_arguments("sim_node", argv, SimNodeConfig)
+        if code is not None:
+            return code
+        with ros_session("sim_node", argv):
+            node = SimNode()
+            with spinning(node):
+                node.run()
+        return 0
+
+Ctrl-C and SIGTERM raise KeyboardInterrupt in the main thread, which then closes the node while
+its context is still valid: rclpy's own handlers would shut the context down first, from the
+signal, racing the node's threads and publishers. ``ros_session`` swallows that
+KeyboardInterrupt (and an external shutdown), so a stopped node exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import fields
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+
+def command_line(args: Sequence[str] | None) -> list[str]:
+    """The node's arguments without the program name (``args``, else ``sys.argv``)."""
+    return list(sys.argv[1:] if args is None else args)
+
+
+def reject_plain_arguments(name: str, argv: Sequence[str], config_type: type) -> int | None:
+    """``--help`` prints the parameters of ``config_type`` (a dataclass) and their defaults (0);
+    any other argument outside ``--ros-args`` is an error naming the parameters (2). None: go on.
+    """
+    extra = rclpy.utilities.remove_ros_args([name, *argv])[1:]
+    names = [f.name for f in fields(config_type)]
+    if extra in (["-h"], ["--help"]):
+        print(f"usage: {name} [--ros-args [--params-file FILE] [-p name:=value ...]]\n"
+              "parameters (default):")
+        for field_name in names:
+            print(f"  {field_name} ({getattr(config_type, field_name)!r})")
+        return 0
+    if extra:
+        print(f"{name}: unexpected arguments {extra}; set parameters with --ros-args "
+              f"-p name:=value (names: {', '.join(names)})", file=sys.stderr)
+        return 2
+    return None
+
+
+@contextlib.contextmanager
+def ros_session(name: str, ros_args: Sequence[str]) -> Iterator[None]:
+    """rclpy initialised for one node, with Ctrl-C and SIGTERM as KeyboardInterrupt in the main
+    thread; leaving on either (or on an external shutdown) is a normal exit."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with (contextlib.suppress(KeyboardInterrupt, ExternalShutdownException),
+          rclpy.init(args=[name, *ros_args], signal_handler_options=SignalHandlerOptions.NO)):
+        yield
+
+
+def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
+    """``executor.spin()`` that ends quietly when the executor or the context is shut down."""
+    with contextlib.suppress(ExternalShutdownException, KeyboardInterrupt):
+        executor.spin()
+
+
+@contextlib.contextmanager
+def spinning(node: Node, timeout: float = 2.0) -> Iterator[threading.Thread]:
+    """The node's callbacks served on a background thread while the main thread runs the loop.
+
+    On exit the thread is out of rclpy before the node is destroyed: a thread still waiting in
+    rclpy's C++ when the context goes aborts the process ("terminate called ...").
+    """
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,),
+                               name=f"{node.get_name()}-spin", daemon=True)
+    spinner.start()
+    try:
+        yield spinner
+    finally:
+        executor.shutdown(timeout_sec=timeout)
+        spinner.join(timeout=timeout)
+        node.destroy_node()
+
+
+__all__ = ["command_line", "reject_plain_arguments", "ros_session", "spin_until_shutdown",
+           "spinning"]
