@@ -87,6 +87,14 @@ class ResetConfig:
     """Start facing a uniformly random direction (the command is relative to it)."""
     random_phase: bool = True
     """Start at a uniformly random gait phase."""
+    command_velocity: float = 0.0
+    """Start moving at this fraction of the commanded planar velocity (0 to 1): the robot starts
+    with the momentum of the gait it must learn, so standing still is not the easy way out."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.command_velocity <= 1.0:
+            raise ConfigError(f"command_velocity: {self.command_velocity!r} is not allowed; "
+                              "allowed values: 0 to 1")
 
 
 @dataclass(frozen=True)
@@ -394,6 +402,12 @@ class CassieEnv(VecEnv):
         qpos[:, 3:7] = _quat_multiply(np.stack([np.cos(heading / 2), np.zeros(n), np.zeros(n),
                                                 np.sin(heading / 2)], axis=1), qpos[:, 3:7])
         self.task.target_heading[ids] = heading
+        if cfg.reset.command_velocity > 0.0:
+            forward, lateral = (cfg.reset.command_velocity * self.task.command[ids, i]
+                                for i in (0, 1))
+            c, s = np.cos(heading), np.sin(heading)
+            qvel[:, 0] += c * forward - s * lateral  # the free joint's world-frame velocity
+            qvel[:, 1] += s * forward + c * lateral
         if cfg.randomization.enabled:
             self.sim.set_dynamics(self._draw_dynamics(n), ids)
         self.sim.reset(ids, qpos, qvel)

@@ -139,6 +139,25 @@ def test_falling_terminates_and_the_env_resets_itself():
     assert (env.sim.pelvis_pose()[0][done, 2] > 0.9).all()  # back on its feet
 
 
+def test_reset_can_start_the_robot_moving_at_the_commanded_velocity():
+    reset = type(CassieEnvConfig().reset)
+    command = from_dict(type(CassieEnvConfig().command),
+                        {"forward": [0.8, 0.8], "lateral": [-0.2, -0.2], "zero_probability": 0.0})
+    for fraction in (0.0, 0.5):
+        env = CassieEnv(small_config(command=command,
+                                     reset=from_dict(reset, {"command_velocity": fraction})),
+                        num_envs=3)
+        env.reset()
+        heading = env.task.target_heading
+        vel = env.sim.pelvis_twist()[0]
+        c, s = np.cos(heading), np.sin(heading)
+        along, across = c * vel[:, 0] + s * vel[:, 1], -s * vel[:, 0] + c * vel[:, 1]
+        assert along == pytest.approx(np.full(3, 0.8 * fraction), abs=0.02)
+        assert across == pytest.approx(np.full(3, -0.2 * fraction), abs=0.02)
+    with pytest.raises(ConfigError, match="command_velocity.*0 to 1"):
+        reset(command_velocity=1.5)
+
+
 def test_time_out_is_reported_as_truncation():
     cfg = small_config(episode_seconds=0.09, terminations={})
     env = CassieEnv(cfg, num_envs=2)
