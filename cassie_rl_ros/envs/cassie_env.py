@@ -17,6 +17,7 @@ import numpy as np
 
 from cassie_rl_ros.envs.actions import (advance_clock, clip_actions, motor_targets,
                                         reference_state)
+from cassie_rl_ros.envs.curriculum import SpeedCurriculum, SpeedCurriculumConfig
 from cassie_rl_ros.envs.observations import (ObservationBuilder, ObservationConfig, TaskInputs,
                                              action_mirror_matrix, gravity_in_frame)
 from cassie_rl_ros.envs.reference import (MOTOR_QPOS_INDEX, SHIN_QPOS_INDEX, check_layout,
@@ -59,6 +60,8 @@ class CommandConfig:
     """Share of draws that command standing still (all zero)."""
     resample_seconds: float = 0.0
     """Draw a new command this often within an episode; 0: once per episode."""
+    curriculum: SpeedCurriculumConfig = field(default_factory=SpeedCurriculumConfig)
+    """Widen the forward range as the policy learns to track it (envs/curriculum.py)."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ class CassieEnv(VecEnv):
         self.last_action = np.zeros((n, C.NUM_MOTORS))
         self._foot_pos = np.zeros((n, 2, 3))
         self._command_timer = np.zeros(n)
+        self.curriculum = SpeedCurriculum(config.command.curriculum, config.command.forward[1], n)
         self._obs = np.zeros((n, self.num_obs), dtype=np.float32)
         self._critic_obs = None
         self.reset()
@@ -306,6 +310,12 @@ class CassieEnv(VecEnv):
             log[f"termination/{name}"] = float(hit.mean())
         time_outs = (self.episode_step >= self.max_episode_steps) & ~terminated
         dones = terminated | time_outs
+        if self.curriculum.enabled:
+            self.curriculum.record(np.abs(ctx.heading_frame_velocity()[:, 0] - ctx.command[:, 0]))
+            ended = np.flatnonzero(dones)
+            if ended.size:
+                self.curriculum.episodes_ended(ended, self.episode_step[ended], time_outs[ended])
+            log["curriculum/forward_max"] = self.curriculum.limit
 
         obs, critic_obs = self._observe()
         extras = {"time_outs": time_outs, "terminal_obs": obs.copy(), "log": log}
@@ -333,7 +343,7 @@ class CassieEnv(VecEnv):
                 "last_action": self.last_action.copy(), "foot_pos": self._foot_pos.copy(),
                 "command_timer": self._command_timer.copy(), "obs": self._obs.copy(),
                 "critic_obs": None if self._critic_obs is None else self._critic_obs.copy(),
-                "rng": self.rng.bit_generator.state}
+                "curriculum": self.curriculum.get_state(), "rng": self.rng.bit_generator.state}
 
     def set_state(self, state: dict) -> None:
         self.sim.set_state(state["sim"])
@@ -347,6 +357,8 @@ class CassieEnv(VecEnv):
         self._command_timer = np.array(state["command_timer"])
         self._obs = np.array(state["obs"])
         self._critic_obs = None if state["critic_obs"] is None else np.array(state["critic_obs"])
+        if "curriculum" in state:  # absent from checkpoints older than the curriculum
+            self.curriculum.set_state(state["curriculum"])
         self.rng.bit_generator.state = state["rng"]
 
     def close(self) -> None:
@@ -376,7 +388,8 @@ class CassieEnv(VecEnv):
     def _sample_commands(self, ids: np.ndarray):
         cfg = self.config.command
         n = ids.size
-        command = np.stack([self.rng.uniform(*cfg.forward, n), self.rng.uniform(*cfg.lateral, n),
+        forward = (cfg.forward[0], min(cfg.forward[1], max(cfg.forward[0], self.curriculum.limit)))
+        command = np.stack([self.rng.uniform(*forward, n), self.rng.uniform(*cfg.lateral, n),
                             self.rng.uniform(*cfg.yaw_rate, n)], axis=1)
         command[self.rng.random(n) < cfg.zero_probability] = 0.0
         self.task.command[ids] = command

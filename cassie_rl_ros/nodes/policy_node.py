@@ -45,6 +45,7 @@ arrive. On shutdown the node logs ``stats {json}``: steps, state-to-target laten
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -283,6 +284,9 @@ def main(args: list[str] | None = None) -> int:
         except PolicyError as err:
             print(f"policy_node: error: {err}", file=sys.stderr)
             return 2
+        # The policy, its normaliser and torch's modules are long-lived: keep the collector
+        # from walking them in the middle of a policy step (the p99 latency).
+        gc.freeze()
         # The executor spins in the main thread: each policy step runs in a callback.
         executor = SingleThreadedExecutor()
         executor.add_node(node)
