@@ -34,7 +34,9 @@ def evaluation_env_config(config: CassieEnvConfig, seconds: float) -> CassieEnvC
     data["terminations"] = {}
     data["randomization"]["enabled"] = False
     data["pushes"]["rate"] = 0.0
-    data["reset"].update(random_heading=False, random_phase=False)
+    # Every episode starts standing still, whatever start the training used.
+    data["reset"].update(random_heading=False, random_phase=False, command_velocity=0.0)
+    data["command"]["curriculum"]["enabled"] = False
     data["gait"]["step_frequency"] = [1.0, 1.0]
     data["command"].update(zero_probability=0.0, resample_seconds=0.0)
     return from_dict(CassieEnvConfig, data)
