@@ -5,6 +5,9 @@ speed (0.0 and 1.0 exactly, the rest drawn from 0.0–1.0) at stepping frequency
 passes when the pelvis stays above 0.6 m throughout, the mean |vx − command| over the last 8 s is
 below 0.1 m/s, lateral drift stays below 0.5 m and yaw drift below 15°. The same is reported with
 a 50 N, 0.2 s lateral push halfway through each episode.
+
+Gait quality is reported beside the verdict: each foot's mean step length over the last 8 s
+(how far ahead of the other foot it lands, along the starting heading) and their asymmetry.
 """
 
 from __future__ import annotations
@@ -23,6 +26,42 @@ from cassie_sim_ros.config import from_dict, to_dict
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 
 CRITERIA = {"min_height": 0.6, "speed_error": 0.1, "lateral_drift": 0.5, "yaw_drift_deg": 15.0}
+CONTACT_FORCE = 50.0
+"""N: a foot pressing on the ground harder than this is in contact (Cassie weighs 327 N)."""
+MIN_STEP = 0.05
+"""m: below this mean step length the robot steps in place and asymmetry means nothing."""
+
+
+class StepLengths:
+    """Per episode and foot, the step lengths at touchdowns: how far ahead of the other foot
+    (along the episode's starting heading) the landing foot is."""
+
+    def __init__(self, heading: np.ndarray):
+        self.cos, self.sin = np.cos(heading), np.sin(heading)
+        self.in_contact = np.ones((heading.size, 2), dtype=bool)  # episodes start standing
+        self.lengths: list[tuple[list[float], list[float]]] = [([], []) for _ in heading]
+
+    def update(self, forces: np.ndarray, positions: np.ndarray, record: bool = True) -> None:
+        """One policy step's (N, 2, 3) ground reaction forces and foot positions."""
+        contact = forces[..., 2] > CONTACT_FORCE
+        touchdown = contact & ~self.in_contact
+        self.in_contact = contact
+        if record and touchdown.any():
+            along = positions[..., 0] * self.cos[:, None] + positions[..., 1] * self.sin[:, None]
+            for episode, foot in zip(*np.nonzero(touchdown)):
+                self.lengths[episode][foot].append(float(along[episode, foot]
+                                                         - along[episode, 1 - foot]))
+
+    def summary(self, episode: int) -> dict:
+        """Mean step length of each foot (None without steps) and their asymmetry
+        |left − right| / mean (None while stepping in place)."""
+        means = [float(np.mean(x)) if x else None for x in self.lengths[episode]]
+        asymmetry = None
+        if None not in means and (means[0] + means[1]) / 2 > MIN_STEP:
+            asymmetry = abs(means[0] - means[1]) / ((means[0] + means[1]) / 2)
+        return {"step_length_left": None if means[0] is None else round(means[0], 4),
+                "step_length_right": None if means[1] is None else round(means[1], 4),
+                "step_asymmetry": None if asymmetry is None else round(asymmetry, 4)}
 
 
 def evaluation_env_config(config: CassieEnvConfig, seconds: float) -> CassieEnvConfig:
@@ -74,6 +113,7 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
     speed_error = np.zeros(episodes)
     max_lateral = np.zeros(episodes)
     max_yaw = np.zeros(episodes)
+    steps_taken = StepLengths(start_yaw)
     for k in range(steps):
         if push_force > 0.0 and k == push_step:
             if push_direction == "lateral":  # along the robot's own left/right axis
@@ -86,6 +126,7 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
         pos, quat = env.sim.pelvis_pose()
         vel, _ = env.sim.pelvis_twist()
         min_height = np.minimum(min_height, pos[:, 2])
+        steps_taken.update(env.sim.foot_forces(), env.sim.foot_positions(), record=k >= settle)
         c, s = np.cos(start_yaw), np.sin(start_yaw)
         if k >= settle:
             forward_speed = c * vel[:, 0] + s * vel[:, 1]
@@ -97,6 +138,8 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
     fell = min_height < CRITERIA["min_height"]
     passed = (~fell & (speed_error < CRITERIA["speed_error"])
               & (max_lateral < CRITERIA["lateral_drift"]) & (max_yaw < CRITERIA["yaw_drift_deg"]))
+    gaits = [steps_taken.summary(e) for e in range(episodes)]
+    asymmetries = [g["step_asymmetry"] for g in gaits if g["step_asymmetry"] is not None]
     return {
         "episodes": episodes, "seconds": seconds, "push_force_n": push_force,
         "passed": int(passed.sum()), "falls": int(fell.sum()),
@@ -105,12 +148,13 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
         "max_speed_error": float(speed_error.max()),
         "max_lateral_drift_m": float(max_lateral.max()),
         "max_yaw_drift_deg": float(max_yaw.max()),
+        "mean_step_asymmetry": float(np.mean(asymmetries)) if asymmetries else None,
         "per_episode": [
             {"command": round(float(v), 3), "passed": bool(p), "fell": bool(f),
              "speed_error": round(float(e), 4), "lateral_drift": round(float(y), 4),
-             "yaw_drift_deg": round(float(w), 2), "min_height": round(float(h), 3)}
-            for v, p, f, e, y, w, h in zip(speeds, passed, fell, speed_error, max_lateral,
-                                           max_yaw, min_height)],
+             "yaw_drift_deg": round(float(w), 2), "min_height": round(float(h), 3), **g}
+            for v, p, f, e, y, w, h, g in zip(speeds, passed, fell, speed_error, max_lateral,
+                                              max_yaw, min_height, gaits)],
         "criteria": CRITERIA,
     }
 

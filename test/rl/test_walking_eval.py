@@ -1,6 +1,7 @@
 """The walking criterion (`cassie-rl eval`): what it runs and how it judges."""
 
 import numpy as np
+import pytest
 
 from cassie_rl_ros.envs.cassie_env import CassieEnvConfig
 from cassie_rl_ros.training.evaluate import evaluate_walking, evaluation_env_config
@@ -29,3 +30,42 @@ def test_a_robot_that_falls_fails_whatever_its_command():
     for episode, command in zip(result["per_episode"], (0.0, 0.6)):
         assert episode["fell"] and not episode["passed"] and episode["command"] == command
         assert episode["min_height"] < 0.6
+
+
+def test_step_lengths_are_measured_at_touchdown_along_the_starting_heading():
+    from cassie_rl_ros.training.evaluate import StepLengths
+
+    heading = np.array([0.0, np.pi / 2])  # episode 1 walks along +y
+    steps = StepLengths(heading)
+    up, down = 0.0, 300.0
+    # Left lands 0.3 ahead, then right lands 0.2 ahead, then left 0.3 again; the first
+    # touchdown is not recorded (record=False, as during the settling seconds).
+    sequence = [((down, up), (0.0, 0.0), False),   # right lifts
+                ((down, down), (0.0, 0.25), False),  # right lands: not recorded
+                ((up, down), (0.0, 0.25), True),
+                ((down, down), (0.55, 0.25), True),  # left lands 0.3 ahead
+                ((down, up), (0.55, 0.25), True),
+                ((down, down), (0.55, 0.75), True),  # right lands 0.2 ahead
+                ((up, down), (0.55, 0.75), True),
+                ((down, down), (1.05, 0.75), True)]  # left lands 0.3 ahead
+    for (fl, fr), (xl, xr), record in sequence:
+        forces = np.zeros((2, 2, 3))
+        forces[:, :, 2] = [fl, fr]
+        positions = np.zeros((2, 2, 3))
+        positions[0, :, 0] = [xl, xr]  # episode 0 along x
+        positions[1, :, 1] = [xl, xr]  # episode 1 along y
+        steps.update(forces, positions, record)
+    for episode in (0, 1):
+        gait = steps.summary(episode)
+        assert gait["step_length_left"] == pytest.approx(0.3)
+        assert gait["step_length_right"] == pytest.approx(0.2)
+        assert gait["step_asymmetry"] == pytest.approx(0.1 / 0.25)
+    in_place = StepLengths(np.zeros(1))
+    for fl, fr, xl in ((300.0, 0.0, 0.0), (300.0, 300.0, 0.01), (0.0, 300.0, 0.01),
+                       (300.0, 300.0, 0.0)):
+        forces = np.zeros((1, 2, 3))
+        forces[0, :, 2] = [fl, fr]
+        positions = np.zeros((1, 2, 3))
+        positions[0, 0, 0] = xl
+        in_place.update(forces, positions)
+    assert in_place.summary(0)["step_asymmetry"] is None  # stepping in place
