@@ -183,6 +183,26 @@ MOTOR_QVEL_INDEX = [6, 7, 8, 12, 18, 19, 20, 21, 25, 31]
 STANDING_MOTOR_POSITION = STANDING_QPOS[MOTOR_QPOS_INDEX]
 
 
+def _joint_range(body: Body, name: str, side: str) -> tuple[float, float] | None:
+    """Range (rad) of the joint ``name`` below ``body`` on ``side``, as the MJCF writes it."""
+    j = body.joint
+    if j is not None and j.name == name and j.range_deg is not None:
+        lo, hi = j.range_deg
+        if side == "right" and j.mirror_range:
+            lo, hi = -hi, -lo
+        return np.radians(lo), np.radians(hi)
+    for child in body.children:
+        found = _joint_range(child, name, side)
+        if found is not None:
+            return found
+    return None
+
+
+MOTOR_RANGE = np.array([_joint_range(LEFT_LEG, motor, side)
+                        for side in C.SIDES for motor in C.LEG_MOTORS])
+"""(10, 2) joint range (rad) of each motor, motor order: the model's ``jnt_range``."""
+
+
 def _fmt(values) -> str:
     return " ".join(f"{float(v):.9g}" for v in values)
 

@@ -5,7 +5,9 @@ phase.
 - :func:`clip_actions`: non-finite entries to 0 (the neutral pose), then clip to ±action_clip.
 - :func:`motor_targets`: the PD position targets of clipped actions: the neutral standing pose
   plus the action (``no_delta``), or the reference trajectory's motor positions at the current
-  phase plus the action (``delta``).
+  phase plus the action (``delta``), within each motor's joint range (a target past the stop only
+  pushes against it, and a driver refuses targets far outside the range: the robot would fall
+  back to damping mid-gait).
 - :func:`advance_phase` / :func:`advance_clock`: one policy step of the gait clock,
   φ ← (φ + f · dt / T) mod 1, and of the commanded heading, ψ* ← wrap(ψ* + ω_cmd · dt).
 - :func:`reference_state`: the reference trajectory's state at the next step's phase (what
@@ -23,6 +25,7 @@ import numpy as np
 from cassie_rl_ros.envs.observations import TaskInputs, wrap_angle
 from cassie_rl_ros.envs.reference import MOTOR_QPOS_INDEX, ReferenceTrajectory
 from cassie_sim_ros import constants as C
+from cassie_sim_ros.model import MOTOR_RANGE
 
 if TYPE_CHECKING:  # cassie_env imports this module
     from cassie_rl_ros.envs.cassie_env import CassieEnvConfig
@@ -39,15 +42,18 @@ def clip_actions(actions: np.ndarray, action_clip: float) -> np.ndarray:
 def motor_targets(actions: np.ndarray, config: CassieEnvConfig,
                   reference: ReferenceTrajectory | None = None,
                   phase: np.ndarray | None = None) -> np.ndarray:
-    """(N, 10) motor position targets (rad, motor order) of clipped actions (N, 10).
+    """(N, 10) motor position targets (rad, motor order) of clipped actions (N, 10), within
+    the motors' joint ranges.
 
     ``delta`` actions need the reference trajectory and the gait phase (N,).
     """
     if config.action == "no_delta":
-        return C.NEUTRAL_MOTOR_OFFSET + actions
-    if reference is None or phase is None:
+        targets = C.NEUTRAL_MOTOR_OFFSET + actions
+    elif reference is None or phase is None:
         raise ValueError("delta actions need the reference trajectory and the gait phase")
-    return reference.qpos[reference.index(phase)][:, MOTOR_QPOS_INDEX] + actions
+    else:
+        targets = reference.qpos[reference.index(phase)][:, MOTOR_QPOS_INDEX] + actions
+    return np.clip(targets, MOTOR_RANGE[:, 0], MOTOR_RANGE[:, 1])
 
 
 def advance_phase(phase: np.ndarray, step_frequency: np.ndarray, dt: float,
