@@ -239,6 +239,8 @@ class PolicyRunner:
         self._last_quat: np.ndarray | None = None
         self._sequence = [0, 0]  # joint state and IMU messages taken
         self._estimated: tuple = (None, 0, 0)  # stamp and sequence numbers of the last update
+        self._t_estimated: float | None = None  # caller's time of the last accepted update
+        self._acted_sequence = (0, 0)  # messages taken when the last step acted
 
     @classmethod
     def load(cls, paths: str | Path | Sequence[str | Path], **kwargs) -> PolicyRunner:
@@ -333,7 +335,8 @@ class PolicyRunner:
             return None
         # Forget everything stamped on the old timeline; re-anchor at the next IMU reading.
         self._last_now = now
-        self._t_joints = self._t_imu = None
+        self._t_joints = self._t_imu = self._t_estimated = None
+        self._joints = self._imu = None
         self._stamp_joints = self._stamp_imu = None
         self._acted_stamp = self._next_due = None
         self._last_quat = None
@@ -418,6 +421,8 @@ class PolicyRunner:
             return note
         self._estimated = (js, *self._sequence)
         self.estimator.update(self.sensors(), return_state=False)
+        if self.estimator.consecutive_rejections[0] == 0:
+            self._t_estimated = max(self._t_joints, self._t_imu)
         if self.estimator.consecutive_rejections[0] > MAX_ESTIMATOR_REJECTIONS:
             self.estimator.reset()
             note = ((note + "; " if note else "") + f"the state estimator rejected "
@@ -452,11 +457,18 @@ class PolicyRunner:
             return f"waiting for {' and '.join(waiting)}"
         if self.estimator is not None and not self.estimator.initialized[0]:
             return "the state estimator is initialising"
-        for name, t in (("joint states", self._t_joints), ("IMU", self._t_imu)):
+        sources = [("joint states", self._t_joints), ("IMU", self._t_imu)]
+        if self.estimator is not None:  # pairs can stop matching while both streams flow
+            sources.append(("state estimator update", self._t_estimated))
+        for name, t in sources:
+            if t is None:
+                return f"no {name} yet"
             age = now - t
             if age > self.stale_after + 1e-9:
                 return (f"no {name} for {age:.3f} s (more than {STALE_PERIODS} policy periods "
                         f"of {self.dt:g} s)")
+            if age < -TIME_JUMP_BACK:  # the clock went back since: these inputs are from before
+                return f"the clock went back {-age:.3f} s since the last {name}"
         return None
 
     def state_due(self, tolerance_ns: int = 0) -> bool:
@@ -464,6 +476,9 @@ class PolicyRunner:
         ``tolerance_ns``) that is newer than the last one acted on and at least one policy
         period after the last due time. Acting on every 2 kHz state would run the clock fast."""
         js, imu = self._stamp_joints, self._stamp_imu
+        if js is None and imu is None:  # an unstamped driver: a new message on both streams
+            return (self._t_joints is not None and self._t_imu is not None
+                    and all(n > acted for n, acted in zip(self._sequence, self._acted_sequence)))
         if js is None or imu is None or abs(js - imu) > tolerance_ns:
             return False
         stamp = max(js, imu)
@@ -515,6 +530,7 @@ class PolicyRunner:
         phase = float(self.task.phase[0])
         obs = self.observe(self.sensors())
         action, targets = self.act(obs)
+        self._acted_sequence = tuple(self._sequence)
         stamp = None
         if self._stamp_joints is not None and self._stamp_imu is not None:
             stamp = max(self._stamp_joints, self._stamp_imu)

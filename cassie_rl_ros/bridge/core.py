@@ -57,6 +57,8 @@ LOOP_PERIOD = 0.0005
 STATE_TIMEOUT = 0.1
 """Without a valid state for this long (s) the robot counts as gone (mode ``waiting``)."""
 GRAVITY = 9.81
+QUATERNION_ROUNDING = 1e-3
+"""Largest |norm − 1| of a robot orientation that is float32 rounding, corrected here."""
 """m/s²: what the robot's estimator removes from the translational acceleration."""
 STATS_WINDOW = 1 << 16
 """Loop periods and round trips kept for statistics (about 33 s at 2 kHz)."""
@@ -413,7 +415,11 @@ class BridgeCore:
         f = P.state_out_floats(self._state_bytes)
         quat = f[_ORIENTATION]
         norm = float(np.linalg.norm(quat))
-        quat = quat / norm if norm > 0 and math.isfinite(norm) else np.array([1.0, 0, 0, 0])
+        # Only float32 rounding is corrected. A zero or non-finite orientation (an estimator
+        # not yet running) goes out as it came, for the policy to refuse: an identity here
+        # would tell it the robot stands upright facing yaw 0.
+        if abs(norm - 1.0) < QUATERNION_ROUNDING:
+            quat = quat / norm
         accel = f[_ACCELERATION]
         accel[2] += GRAVITY
         gyro = f[_GYRO]

@@ -72,8 +72,11 @@ LOG_THROTTLE_S = 2.0
 TRIGGERS = ("state", "timer")
 
 
-def _stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
+def _stamp_ns(stamp, zero_is_unstamped: bool) -> int | None:
+    """A header stamp in ns; None for an unstamped message (all zero) on the system clock,
+    where zero cannot be a real time. On sim time zero is the simulation's first instant."""
+    ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+    return None if ns == 0 and zero_is_unstamped else ns
 
 
 class PolicyNode(Node):
@@ -145,13 +148,16 @@ class PolicyNode(Node):
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def stamp_ns(self, stamp) -> int | None:
+        return _stamp_ns(stamp, zero_is_unstamped=not self.get_parameter("use_sim_time").value)
+
     # ------------------------------------------------------------ inputs
 
     def on_joint_state(self, msg: JointState):
         t0 = time.perf_counter()
         try:
             note = self.runner.joint_state(msg.name, msg.position, msg.velocity, msg.effort,
-                                           self.now(), _stamp_ns(msg.header.stamp))
+                                           self.now(), self.stamp_ns(msg.header.stamp))
         except (ValueError, TypeError) as err:
             return self.rejected(f"joint states ignored: {err}")
         self.noted(note)
@@ -162,7 +168,7 @@ class PolicyNode(Node):
         q, w, a = msg.orientation, msg.angular_velocity, msg.linear_acceleration
         try:
             note = self.runner.imu((q.w, q.x, q.y, q.z), (w.x, w.y, w.z), (a.x, a.y, a.z),
-                                   self.now(), _stamp_ns(msg.header.stamp))
+                                   self.now(), self.stamp_ns(msg.header.stamp))
         except (ValueError, TypeError) as err:
             return self.rejected(f"IMU reading ignored: {err}")
         self.noted(note)

@@ -331,6 +331,21 @@ def test_state_is_converted_to_what_the_simulator_node_publishes(core):
     np.testing.assert_array_equal(ours.pelvis_position, 0.0)  # no estimator: not sent
 
 
+@pytest.mark.parametrize("orientation", [[0.0, 0.0, 0.0, 0.0], [np.nan, 0.0, 0.0, 0.0],
+                                         [2.0, 0.0, 0.0, 0.0]])
+def test_an_invalid_robot_orientation_is_passed_on_for_the_policy_to_refuse(core, orientation):
+    robot = FakeRobot()
+    robot.state.pelvis.orientation[:] = orientation
+    core.receive(robot.packet(), ROBOT, 0.0)
+    published = core.snapshot(0.0).imu_orientation
+    np.testing.assert_array_equal(published, np.float32(orientation))
+    from cassie_rl_ros.policy_runner import QUATERNION_TOLERANCE
+    assert not abs(np.linalg.norm(published) - 1.0) <= QUATERNION_TOLERANCE  # refused there
+    robot.state.pelvis.orientation[:] = [0.70710678, 0.0, 0.0, 0.70710678]  # float32 rounding
+    core.receive(robot.packet(), ROBOT, 0.0)
+    assert np.linalg.norm(core.snapshot(0.0).imu_orientation) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_emulator_estimator_fills_the_pelvis_state_from_its_sensors(core):
     emulator = RobotEmulator(SimNodeConfig())  # the InEKF at 500 Hz, as the simulator node
     t = 0.0

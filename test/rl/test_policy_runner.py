@@ -169,6 +169,33 @@ def test_time_going_backwards_is_a_restart(runner):
     assert runner.step(0.5) is not None
 
 
+def test_inputs_received_before_the_clock_went_back_are_stale(runner):
+    sim = CassieSim(runner.config.sim)
+    feed(runner, sim.sensors(), 10.0)
+    assert runner.step(10.0) is not None
+    # The driver stops, then the system clock is stepped back 5 s (NTP): no new message tells
+    # the runner about the jump, so the last inputs must not look fresh for the next 5 s.
+    assert "clock went back" in runner.stale(5.0)
+    assert runner.step(5.0) is None
+
+
+def test_an_unstamped_driver_is_acted_on_once_per_new_pair(runner):
+    sim = CassieSim(runner.config.sim)
+    s = sim.sensors()
+    position = np.concatenate([s.motor_position[0], s.joint_position[0]])
+    velocity = np.concatenate([s.motor_velocity[0], s.joint_velocity[0]])
+    runner.joint_state(JOINTS, position, velocity, now=0.0)
+    assert not runner.state_due()
+    runner.imu(s.imu_orientation[0], s.imu_angular_velocity[0], now=0.0)
+    assert runner.state_due()
+    assert runner.step(0.0) is not None
+    assert not runner.state_due()
+    runner.imu(s.imu_orientation[0], s.imu_angular_velocity[0], now=0.01)
+    assert not runner.state_due()  # only one stream moved on
+    runner.joint_state(JOINTS, position, velocity, now=0.02)
+    assert runner.state_due()
+
+
 def test_state_due_waits_for_a_matching_pair_one_policy_period_apart(runner):
     sim = CassieSim(runner.config.sim)
     s = sim.sensors()
@@ -257,6 +284,25 @@ def test_state_est_policies_run_the_envs_estimator_on_the_same_readings(tmp_path
         assert np.array_equal(out.observation, env_obs[0]), k
         assert np.array_equal(out.action, env_action[0].astype(np.float64)), k
         env_obs, _, _, _ = env.step(env_action)
+
+
+def test_a_state_est_policy_stops_when_its_estimator_stops_updating(tmp_path):
+    runner = PolicyRunner.load(train_tiny_policy(tmp_path, "env.observation.state=state_est"))
+    sim = CassieSim(runner.config.sim)
+    period = runner.dt_ns // 4
+    for k in range(8):
+        feed(runner, sim.sensors(), k * period * 1e-9, stamp_ns=k * period)
+    assert runner.stale(8 * period * 1e-9) is None
+    # Both streams keep coming, but their stamps no longer match: no pair, no update.
+    s = sim.sensors()
+    position = np.concatenate([s.motor_position[0], s.joint_position[0]])
+    velocity = np.concatenate([s.motor_velocity[0], s.joint_velocity[0]])
+    for k in range(8, 8 + 4 * (STALE_PERIODS + 1)):
+        now = k * period * 1e-9
+        runner.joint_state(JOINTS, position, velocity, now=now, stamp_ns=k * period)
+        runner.imu(s.imu_orientation[0], s.imu_angular_velocity[0], now=now,
+                   stamp_ns=k * period + 1_000_000)
+    assert "no state estimator update" in runner.stale(now)
 
 
 def test_ensemble_members_must_map_actions_alike(tmp_path, policy_dir):
