@@ -486,6 +486,17 @@ class PolicyRunner:
             return False
         return self._next_due is None or stamp >= self._next_due - 1000  # 1 µs of rounding
 
+    def early_state(self, tolerance_ns: int = 0) -> int | None:
+        """The stamp of a matching pair newer than the last one acted on but not yet due, or
+        None. One that stays the newest means the driver steps a shorter period than the
+        policy's: in lockstep the two then wait for each other."""
+        js, imu = self._stamp_joints, self._stamp_imu
+        if (js is None or imu is None or abs(js - imu) > tolerance_ns
+                or self._acted_stamp is None or self.state_due(tolerance_ns)):
+            return None
+        stamp = max(js, imu)
+        return stamp if stamp > self._acted_stamp else None
+
     def sensors(self) -> SensorReadings:
         """The latest inputs as the simulator's ``SensorReadings`` (N = 1)."""
         if self._joints is None or self._imu is None:

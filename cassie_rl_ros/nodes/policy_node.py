@@ -69,6 +69,8 @@ from ..policy_runner import PolicyError, PolicyRunner, default_policy_path
 RETRY_PERIOD_S = 0.02
 """Wall-clock period of the check for a state that arrived before pd_targets had a reader."""
 LOG_THROTTLE_S = 2.0
+DEADLOCK_WAIT_S = 1.0
+"""Wall seconds without a new state, while the newest is not yet due, before saying why."""
 TRIGGERS = ("state", "timer")
 
 
@@ -114,6 +116,8 @@ class PolicyNode(Node):
         self.publishing = False
         """True while targets go out; a change either way is logged once."""
         self.pending = False
+        self.last_input = time.monotonic()  # wall time of the last joint state or IMU message
+        self.deadlock_warned: int | None = None  # the early state already reported
         self.latencies: list[float] = []
         self.stats = {"steps": 0, "rejected_inputs": 0, "stale_periods": 0}
 
@@ -155,6 +159,7 @@ class PolicyNode(Node):
 
     def on_joint_state(self, msg: JointState):
         t0 = time.perf_counter()
+        self.last_input = time.monotonic()
         try:
             note = self.runner.joint_state(msg.name, msg.position, msg.velocity, msg.effort,
                                            self.now(), self.stamp_ns(msg.header.stamp))
@@ -165,6 +170,7 @@ class PolicyNode(Node):
 
     def on_imu(self, msg: Imu):
         t0 = time.perf_counter()
+        self.last_input = time.monotonic()
         q, w, a = msg.orientation, msg.angular_velocity, msg.linear_acceleration
         try:
             note = self.runner.imu((q.w, q.x, q.y, q.z), (w.x, w.y, w.z), (a.x, a.y, a.z),
@@ -217,6 +223,15 @@ class PolicyNode(Node):
             self.pending = False
             if self.runner.state_due(self.tolerance_ns):
                 self.act(time.perf_counter())
+        early = self.runner.early_state(self.tolerance_ns)
+        if (early is not None and time.monotonic() - self.last_input > DEADLOCK_WAIT_S
+                and early != self.deadlock_warned):
+            self.deadlock_warned = early
+            self.get_logger().error(
+                f"the newest state (t = {early * 1e-9:.4f} s) comes before this policy's next "
+                f"step ({self.runner.dt:g} s after the last) and nothing newer arrived for "
+                f"{DEADLOCK_WAIT_S:g} s: a lockstep driver waits for a target while the policy "
+                f"waits for a state. Set the driver's policy_period to {self.runner.dt:g}")
 
     def on_timer(self):
         reason = self.runner.stale(self.now())

@@ -220,6 +220,19 @@ def test_state_due_waits_for_a_matching_pair_one_policy_period_apart(runner):
     assert runner.state_due()
 
 
+def test_a_state_before_the_next_due_time_is_reported_as_early(runner):
+    sim = CassieSim(runner.config.sim)
+    feed(runner, sim.sensors(), 0.0, stamp_ns=0)
+    assert runner.early_state() is None
+    runner.step(0.0)
+    assert runner.early_state() is None  # acted on it
+    early = int(runner.dt_ns * 5 / 6)  # a lockstep driver at a shorter policy period
+    feed(runner, sim.sensors(), 0.0, stamp_ns=early)
+    assert not runner.state_due() and runner.early_state() == early
+    feed(runner, sim.sensors(), 0.0, stamp_ns=runner.dt_ns)
+    assert runner.state_due() and runner.early_state() is None
+
+
 def test_malformed_inputs_raise_and_leave_the_last_good_ones(runner):
     sim = CassieSim(runner.config.sim)
     s = sim.sensors()

@@ -104,7 +104,7 @@ def env_actions(policy_dir: Path, speed: float, steps: int) -> np.ndarray:
     data["pushes"]["rate"] = 0.0
     data["terminations"] = {}
     data["reset"].update(random_heading=False, random_phase=False, motor_noise=0.0,
-                         velocity_noise=0.0)
+                         velocity_noise=0.0, command_velocity=0.0)  # standing, as the sim node
     env = CassieEnv(from_dict(CassieEnvConfig, data), num_envs=1)
     env.reset()
     env.set_commands(command=np.array([[speed, 0.0, 0.0]]), step_frequency=np.ones(1))
@@ -195,6 +195,21 @@ def test_commands_are_clamped_non_finite_ones_ignored_and_stale_inputs_stop_it(
     probe.spin_for(0.5, drive)
     assert len(probe.targets) > count
     assert node.poll() is None and "Traceback" not in log_of(node)
+
+
+def test_a_lockstep_driver_with_a_shorter_period_is_named_not_waited_on_silently(
+        start_node, probe, policy_dir):
+    node = start_node(list(node_command(POLICY_NODE, {"policy": str(policy_dir)})))
+    sim = CassieSim(SimConfig(timestep=0.002))
+    assert wait_for_log(node, "trigger state", 60.0), log_of(node)
+    assert probe.spin_until(lambda: probe.imu.get_subscription_count() > 0
+                            and probe.joint_states.get_subscription_count() > 0, 20.0)
+    probe.publish_state(sim.sensors(), 1.0)
+    assert probe.spin_until(lambda: probe.targets, 10.0), log_of(node)
+    probe.publish_state(sim.sensors(), 1.025)  # a driver stepping 25 ms for a 30 ms policy
+    probe.spin_for(2.0)
+    assert len(probe.targets) == 1
+    assert wait_for_log(node, "Set the driver's policy_period to 0.03", 5.0), log_of(node)
 
 
 def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
