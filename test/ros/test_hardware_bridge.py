@@ -377,13 +377,13 @@ def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: 
     try:
         p.node.create_subscription(JointState, "/cassie/pd_targets",
                                    lambda m: targets.append(np.array(m.position)), 100)
+        # Listening before the policy starts, so no state is missed. Neither driver starts on
+        # this reader alone: the simulator repeats its initial state to each new reader until
+        # the first target, and the bridge sends it once a joint state and an IMU reader exist.
+        p.node.create_subscription(JointState, "/cassie/joint_states", on_state, 100)
+        assert p.spin_until(lambda: p.node.count_publishers("/cassie/joint_states") > 0, 30.0)
         procs.append(start_node([sys.executable, "-m", "cassie_rl_ros.nodes.policy_node",
                                  str(policy), "--ros-args", "-p", "use_sim_time:=true"]))
-        # Listen to joint states only once the policy acts: a lockstep driver sends its first
-        # state when the first listener appears, and that must be the policy node.
-        assert p.spin_until(lambda: targets or any(x.poll() is not None for x in procs),
-                            120.0) and targets, "\n".join(log_of(x) for x in procs)
-        p.node.create_subscription(JointState, "/cassie/joint_states", on_state, 100)
         assert p.spin_until(lambda: len(targets) > steps, 120.0), \
             "\n".join(log_of(x) for x in procs)
     finally:
