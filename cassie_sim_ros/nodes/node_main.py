@@ -78,7 +78,8 @@ def spinning(node: Node, timeout: float = 2.0) -> Iterator[threading.Thread]:
     """The node's callbacks served on a background thread while the main thread runs the loop.
 
     On exit the thread is out of rclpy before the node is destroyed: a thread still waiting in
-    rclpy's C++ when the context goes aborts the process ("terminate called ...").
+    rclpy's C++ when the context goes aborts the process ("terminate called ..."). A callback
+    that outlasts ``timeout`` keeps its node: the process is ending and reclaims both.
     """
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -90,7 +91,8 @@ def spinning(node: Node, timeout: float = 2.0) -> Iterator[threading.Thread]:
     finally:
         executor.shutdown(timeout_sec=timeout)
         spinner.join(timeout=timeout)
-        node.destroy_node()
+        if not spinner.is_alive():
+            node.destroy_node()
 
 
 __all__ = ["command_line", "reject_plain_arguments", "ros_session", "spin_until_shutdown",
