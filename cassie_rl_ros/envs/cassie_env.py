@@ -10,7 +10,7 @@ Rewards, terminations and the reset distribution are named in the config (``rewa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -205,6 +205,13 @@ class CassieEnvConfig:
     @property
     def policy_dt(self) -> float:
         return self.sim.timestep * self.policy_substeps
+
+    def for_evaluation(self) -> CassieEnvConfig:
+        """The task a policy is judged on (the trainer's test return): the whole command range
+        from the first episode, and every episode starting from standing still."""
+        return replace(self, command=replace(self.command, curriculum=replace(
+            self.command.curriculum, enabled=False)),
+            reset=replace(self.reset, command_velocity=0.0))
 
 
 class CassieEnv(VecEnv):

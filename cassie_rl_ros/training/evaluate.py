@@ -67,15 +67,13 @@ class StepLengths:
 def evaluation_env_config(config: CassieEnvConfig, seconds: float) -> CassieEnvConfig:
     """The trained task, made deterministic to judge: noisy sensors, no terminations, no
     randomisation or training pushes, fixed heading and stepping frequency 1."""
-    data = to_dict(config)
+    data = to_dict(config.for_evaluation())  # the whole command range, standing starts
     data["sim"]["sensor_noise"] = True
     data["episode_seconds"] = seconds + 1.0
     data["terminations"] = {}
     data["randomization"]["enabled"] = False
     data["pushes"]["rate"] = 0.0
-    # Every episode starts standing still, whatever start the training used.
-    data["reset"].update(random_heading=False, random_phase=False, command_velocity=0.0)
-    data["command"]["curriculum"]["enabled"] = False
+    data["reset"].update(random_heading=False, random_phase=False)
     data["gait"]["step_frequency"] = [1.0, 1.0]
     data["command"].update(zero_probability=0.0, resample_seconds=0.0)
     return from_dict(CassieEnvConfig, data)

@@ -240,11 +240,15 @@ class OnPolicyRunner:
     def evaluate(self) -> float:
         """Test return: mean undiscounted return of the deterministic policy (the mean action).
 
-        Runs ``eval_episodes`` episodes, one per env of a fresh env with the training env's
-        config and a fixed seed, so every call starts from the same states.
+        Runs ``eval_episodes`` episodes, one per env of a fresh env with a fixed seed, so every
+        call starts from the same states. The env config is the training one, or what its
+        ``for_evaluation()`` makes of it (a curriculum's training aids off: the whole task).
         """
         rc = self.cfg.runner
-        env = self.make_env(self.cfg.env, rc.eval_episodes, rc.num_threads,
+        env_config = self.cfg.env
+        if hasattr(env_config, "for_evaluation"):
+            env_config = env_config.for_evaluation()
+        env = self.make_env(env_config, rc.eval_episodes, rc.num_threads,
                             rc.seed + EVAL_SEED_OFFSET)
         try:
             obs = env.reset()

@@ -56,3 +56,13 @@ def test_env_draws_commands_under_the_limit_and_keeps_it_across_state_restores()
     assert extras["log"]["curriculum/forward_max"] == pytest.approx(0.3)
     env.set_state(saved)
     assert env.curriculum.limit == pytest.approx(0.2)
+
+
+def test_evaluation_config_judges_the_whole_range_from_standing():
+    cfg = from_dict(CassieEnvConfig, {"command": {"curriculum": {"enabled": True}},
+                                      "reset": {"command_velocity": 0.5}})
+    judged = cfg.for_evaluation()
+    assert not judged.command.curriculum.enabled and judged.reset.command_velocity == 0.0
+    assert judged.command.forward == cfg.command.forward and judged.rewards == cfg.rewards
+    env = CassieEnv(judged, num_envs=1)
+    assert env.curriculum.limit == cfg.command.forward[1]
