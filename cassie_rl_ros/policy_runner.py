@@ -240,6 +240,7 @@ class PolicyRunner:
         self._sequence = [0, 0]  # joint state and IMU messages taken
         self._estimated: tuple = (None, 0, 0)  # stamp and sequence numbers of the last update
         self._t_estimated: float | None = None  # caller's time of the last accepted update
+        self._rate_warned = False  # pairs arrived at another rate than the estimator's
         self._acted_sequence = (0, 0)  # messages taken when the last step acted
 
     @classmethod
@@ -419,6 +420,14 @@ class PolicyRunner:
                 return note
         elif not (self._sequence[0] > last_js and self._sequence[1] > last_imu):
             return note
+        if js is not None and last_stamp is not None and not self._rate_warned:
+            interval = (js - last_stamp) * 1e-9
+            if abs(interval - self.estimator.dt) > 0.1 * self.estimator.dt:
+                self._rate_warned = True
+                note = ((note + "; " if note else "") + f"joint state + IMU pairs arrive "
+                        f"{interval:.4g} s apart but the state estimator integrates "
+                        f"{self.estimator.dt:.4g} s per pair: set estimator_rate to the "
+                        "driver's state rate")
         self._estimated = (js, *self._sequence)
         self.estimator.update(self.sensors(), return_state=False)
         if self.estimator.consecutive_rejections[0] == 0:

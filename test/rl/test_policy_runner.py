@@ -318,6 +318,18 @@ def test_a_state_est_policy_stops_when_its_estimator_stops_updating(tmp_path):
     assert "no state estimator update" in runner.stale(now)
 
 
+def test_a_state_est_policy_says_when_pairs_come_at_another_rate_than_its_estimator(tmp_path):
+    runner = PolicyRunner.load(train_tiny_policy(tmp_path, "env.observation.state=state_est"))
+    sim = CassieSim(runner.config.sim)
+    period = round(runner.estimator.dt * 1e9)
+    notes = [feed(runner, sim.sensors(), k * period * 1e-9, stamp_ns=k * period)
+             for k in range(5)]
+    assert not any("estimator_rate" in n for n in notes)
+    stamps = [round(k * 1.25 * period) for k in range(5, 10)]  # 400 Hz pairs for 500 Hz
+    slow = [feed(runner, sim.sensors(), t * 1e-9, stamp_ns=t) for t in stamps]
+    assert sum("set estimator_rate" in n for n in slow) == 1  # said once
+
+
 def test_ensemble_members_must_map_actions_alike(tmp_path, policy_dir):
     _save_untrained(tmp_path / "clip", {"action_clip": 0.5}, load_policy(policy_dir)[1])
     with pytest.raises(PolicyError, match="action_clip"):
