@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +149,27 @@ def load_policy_files(paths: str | Path | Sequence[str | Path]):
             if a != b:
                 raise PolicyError(f"{path}: {name} {a!r} differs from {paths[0]}'s {b!r}; "
                                   "ensemble members must map actions to targets alike")
+    if len(configs) > 1:
+        first = _common_ranges(first, [cfg.env for cfg in configs], paths)
     return policy, first
+
+
+def _common_ranges(env: CassieEnvConfig, members: list[CassieEnvConfig],
+                   paths: Sequence[str]) -> CassieEnvConfig:
+    """``env`` with the command and stepping-frequency ranges every member was trained on."""
+    def common(name: str, ranges: list[tuple[float, float]]) -> tuple[float, float]:
+        low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
+        if low > high:
+            raise PolicyError(f"the ensemble's {name} ranges {ranges} ({', '.join(paths)}) have "
+                              "nothing in common")
+        return (low, high)
+
+    command = replace(env.command, **{name: common(name, [getattr(m.command, name)
+                                                          for m in members])
+                                      for name in ("forward", "lateral", "yaw_rate")})
+    gait = replace(env.gait, step_frequency=common(
+        "step_frequency", [m.gait.step_frequency for m in members]))
+    return replace(env, command=command, gait=gait)
 
 
 def _span(r: tuple[float, float]) -> str:

@@ -336,6 +336,19 @@ def test_ensemble_members_must_map_actions_alike(tmp_path, policy_dir):
         load_policy_files([policy_dir, tmp_path / "clip"])
 
 
+def test_an_ensemble_takes_only_commands_every_member_was_trained_on(tmp_path, policy_dir):
+    base = load_policy(policy_dir)[1]
+    slow = to_dict(base.env)["command"] | {"forward": [0.0, 0.6]}
+    _save_untrained(tmp_path / "slow", {"command": slow}, base)
+    runner = PolicyRunner.load([policy_dir, tmp_path / "slow"], speed=1.0)
+    assert runner.command[0] == pytest.approx(0.6)
+    assert "clamped" in (runner.initial_feedback[0].warning or "")
+    disjoint = to_dict(base.env)["command"] | {"forward": [1.5, 2.0]}
+    _save_untrained(tmp_path / "fast", {"command": disjoint}, base)
+    with pytest.raises(PolicyError, match="forward ranges.*nothing in common"):
+        load_policy_files([policy_dir, tmp_path / "fast"])
+
+
 def test_missing_policies_say_where_they_looked(tmp_path):
     with pytest.raises(PolicyError, match="no such policy"):
         PolicyRunner.load(tmp_path / "nothing")
