@@ -3,8 +3,11 @@
 On top of the textbook algorithm, two things the original Cassie trainer did:
 
 * a KL line search ("ADAM_adapt"): after each minibatch step, if KL(π_old‖π) on that minibatch
-  exceeds ``target_kl``, undo the step (weights *and* Adam moments) and retry it with half the
-  learning rate, up to ``max_line_search_halvings`` times;
+  exceeds ``target_kl``, undo the actor's step (weights *and* Adam moments) and retry it with
+  half the learning rate, up to ``max_line_search_halvings`` times. The critic has its own
+  optimiser and always steps at the full rate: a trust region on the policy is no reason to slow
+  the value function. A step still over the target after the last halving means the KL budget
+  of this rollout is spent: the actor stops for the remaining minibatches, the critic goes on;
 * a mirror-symmetry loss (Yu et al. 2018) pulling μ(s) towards M_a·μ(M_s·s).
 """
 
@@ -53,7 +56,8 @@ class PPOConfig:
     entropy_coef: float = 0.0
     """Weight of the entropy bonus. Irrelevant when the std is fixed (entropy is constant)."""
     max_grad_norm: float = 0.05
-    """Global gradient-norm clip over actor and critic parameters together."""
+    """Gradient-norm clip, applied to the actor's and the critic's gradients separately (the
+    value loss's scale must not shrink the policy's step)."""
     target_kl: float | None = 0.02
     """KL(π_old‖π) threshold used by ``kl_early_stop`` and ``kl_line_search``; None disables
     both."""
@@ -63,7 +67,8 @@ class PPOConfig:
     """The original's "ADAM_adapt": retry a minibatch step with a halved learning rate
     (restoring weights and optimiser state) while its KL exceeds ``target_kl``."""
     max_line_search_halvings: int = 10
-    """Halvings tried before a minibatch step is rejected outright (weights left as before)."""
+    """Halvings tried before a minibatch's actor step is rejected outright (actor left as
+    before, and no more actor steps on this rollout)."""
     mirror_coef: float = 0.0
     """Weight of the mirror loss mean((μ(s) − M_a·μ(M_s·s))²); > 0 needs the env's mirror
     matrices."""
@@ -149,8 +154,13 @@ class PPO:
         self.cfg = cfg
         self.device = torch.device(device)
         self.policy = policy.to(self.device)
-        self.params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
+        critic = {id(p) for p in policy.critic.parameters()}
+        self.actor_params = [p for p in policy.parameters()
+                             if p.requires_grad and id(p) not in critic]
+        self.critic_params = [p for p in policy.critic.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.actor_params, lr=cfg.lr, eps=cfg.adam_eps)
+        """The actor's (and the learned std's) optimiser: the one the line search scales."""
+        self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=cfg.lr, eps=cfg.adam_eps)
         self.storage = RolloutStorage(
             num_steps,
             num_envs,
@@ -257,23 +267,31 @@ class PPO:
         totals = dict.fromkeys(
             ("policy_loss", "value_loss", "entropy", "mirror_loss", "clip_fraction", "kl"), 0.0
         )
-        num_minibatches = halvings = rejections = epochs_run = 0
+        num_minibatches = halvings = rejections = epochs_run = actor_steps = 0
         max_step_kl = 0.0
+        actor_active = True
 
         for _ in range(cfg.epochs):
             epoch_kls = []
             for mb in storage.minibatches(cfg.minibatch_size):
                 loss, terms = self._loss(mb)
                 self.optimizer.zero_grad()
+                self.critic_optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                if use_kl and cfg.kl_line_search:
-                    tries, accepted = self._line_search_step(mb)
-                    halvings += tries
-                    rejections += not accepted
-                else:
-                    self.optimizer.step()
-                    accepted = True
+                nn.utils.clip_grad_norm_(self.critic_params, cfg.max_grad_norm)
+                self.critic_optimizer.step()
+                accepted = False
+                if actor_active:
+                    nn.utils.clip_grad_norm_(self.actor_params, cfg.max_grad_norm)
+                    if use_kl and cfg.kl_line_search:
+                        tries, accepted = self._line_search_step(mb)
+                        halvings += tries
+                        rejections += not accepted
+                        actor_active = accepted
+                    else:
+                        self.optimizer.step()
+                        accepted = True
+                    actor_steps += accepted
                 kl = self._kl(mb)
                 if accepted:
                     max_step_kl = max(max_step_kl, kl)
@@ -297,6 +315,7 @@ class PPO:
             max_step_kl=max_step_kl,
             line_search_halvings=float(halvings),
             line_search_rejections=float(rejections),
+            actor_steps=float(actor_steps),
             epochs_run=float(epochs_run),
             action_std=self.policy.std.mean().item(),
         )
@@ -350,7 +369,8 @@ class PPO:
 
         Adam's step is proportional to lr (its moments do not depend on lr), so retrying with
         the same gradients and half the lr takes exactly half the step. Returns (halvings,
-        accepted); a step still over target after the last halving is undone.
+        accepted); a step still over target after the last halving is undone. Only the actor
+        (and the std) move here: the critic has stepped already.
         """
         saved = self._snapshot()
         accepted = False
@@ -365,7 +385,7 @@ class PPO:
         return halvings, accepted
 
     def _snapshot(self) -> tuple[list[torch.Tensor], dict]:
-        params = [p.detach().clone() for p in self.params]
+        params = [p.detach().clone() for p in self.actor_params]
         state = {
             p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
             for p, s in self.optimizer.state.items()
@@ -375,7 +395,7 @@ class PPO:
     @torch.no_grad()
     def _restore(self, saved: tuple[list[torch.Tensor], dict]) -> None:
         params, state = saved
-        for p, value in zip(self.params, params, strict=True):
+        for p, value in zip(self.actor_params, params, strict=True):
             p.copy_(value)
         # Fresh clones: the optimiser updates its state in place, the snapshot must survive retries.
         self.optimizer.state.clear()

@@ -279,6 +279,7 @@ class OnPolicyRunner:
             "episode_return": self.episode_return,
             "episode_length": self.episode_length,
             "optimizer": self.ppo.optimizer.state_dict(),
+            "critic_optimizer": self.ppo.critic_optimizer.state_dict(),
             "env": self.env.get_state(),
         }
         path = save_checkpoint(self.run_dir / "checkpoint", self.policy, self.cfg, state,
@@ -320,6 +321,7 @@ class OnPolicyRunner:
         state_file = checkpoint_dir / "state.safetensors"
         try:
             self.ppo.optimizer.load_state_dict(state["optimizer"])
+            self.ppo.critic_optimizer.load_state_dict(state["critic_optimizer"])
             torch.set_rng_state(state["torch_rng"])
             self.iteration = int(state["iteration"])
             self.env_steps = int(state["env_steps"])
@@ -434,6 +436,7 @@ class OnPolicyRunner:
             "policy/line_search_halvings": stats["line_search_halvings"],
             "policy/line_search_rejections": stats["line_search_rejections"],
             "policy/epochs_run": stats["epochs_run"],
+            "policy/actor_steps": stats["actor_steps"],
             "value/explained_variance": stats["explained_variance"],
             "perf/collect_s": collect_time,
             "perf/learn_s": learn_time,

@@ -132,10 +132,31 @@ def test_step_still_over_target_after_last_halving_is_undone():
     before = {k: v.clone() for k, v in ppo.policy.state_dict().items()}
     _collect(ppo, env, env.reset())
     stats = ppo.update()
-    assert stats["line_search_rejections"] == 3 * (8 * 16 // 32)
+    # The first rejection spends the rollout's KL budget: no more actor tries after it.
+    assert stats["line_search_rejections"] == 1 and stats["actor_steps"] == 0
     for key, value in ppo.policy.state_dict().items():
-        assert torch.equal(value, before[key]), key
-    assert not ppo.optimizer.state  # Adam's moments were rolled back too
+        if key.startswith("critic."):
+            assert not torch.equal(value, before[key]), key  # the critic learned regardless
+        else:
+            assert torch.equal(value, before[key]), key
+    assert not ppo.optimizer.state  # the actor's Adam moments were rolled back too
+    assert ppo.critic_optimizer.state
+
+
+def test_the_critic_learns_the_same_whatever_the_actors_line_search_does():
+    critics = []
+    for target_kl in (None, 1e-9):  # actor free vs. actor frozen by the line search
+        torch.manual_seed(0)
+        env = PointMassEnv(num_envs=8)
+        cfg = PPOConfig(lr=1e-2, target_kl=target_kl, minibatch_size=32, epochs=2,
+                        normalizer_update="frozen")
+        ppo = PPO(ActorCritic(2, 1, SMALL_NET), cfg, env.num_envs, num_steps=16)
+        _collect(ppo, env, env.reset())
+        ppo.update()
+        critics.append({k: v for k, v in ppo.policy.state_dict().items()
+                        if k.startswith("critic.")})
+    for key, value in critics[0].items():
+        assert torch.equal(value, critics[1][key]), key
 
 
 def test_kl_early_stop_ends_epochs():
