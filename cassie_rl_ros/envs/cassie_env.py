@@ -321,7 +321,8 @@ class CassieEnv(VecEnv):
             self.curriculum.record(np.abs(ctx.heading_frame_velocity()[:, 0] - ctx.command[:, 0]))
             ended = np.flatnonzero(dones)
             if ended.size:
-                self.curriculum.episodes_ended(ended, self.episode_step[ended], time_outs[ended])
+                self.curriculum.episodes_ended(ended, self.episode_step[ended], time_outs[ended],
+                                               self.task.command[ended, 0])
             log["curriculum/forward_max"] = self.curriculum.limit
 
         obs, critic_obs = self._observe()

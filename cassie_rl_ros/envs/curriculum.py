@@ -17,9 +17,10 @@ from cassie_sim_ros.config import ConfigError
 @dataclass(frozen=True)
 class SpeedCurriculumConfig:
     """Forward commands are drawn up to a limit that starts at ``start`` and grows by ``step``
-    (up to the command range's top) whenever, of at least ``min_episodes`` episodes ended since
-    the last change, a ``success_rate`` share ran to the time limit with a mean |vx − command|
-    under ``tolerance``."""
+    (up to the command range's top) whenever, of at least ``min_episodes`` frontier episodes
+    ended since the last change, a ``success_rate`` share ran to the time limit with a mean
+    |vx − command| under ``tolerance``. Frontier episodes are those commanded within ``step``
+    of the limit: slower ones (and standing) a robot that does not walk can pass too."""
 
     enabled: bool = False
     start: float = 0.3
@@ -31,7 +32,7 @@ class SpeedCurriculumConfig:
     success_rate: float = 0.5
     """Share of successful episodes that earns a raise."""
     min_episodes: int = 32
-    """Episodes that must end between two raises."""
+    """Frontier episodes that must end between two raises."""
 
     def __post_init__(self) -> None:
         for name in ("start", "step", "tolerance"):
@@ -63,13 +64,16 @@ class SpeedCurriculum:
         """One policy step's |vx − command| per env."""
         self.error_sum += speed_error
 
-    def episodes_ended(self, ids: np.ndarray, steps: np.ndarray, timed_out: np.ndarray) -> None:
-        """Score the episodes of ``ids`` (their step counts, whether they reached the time
-        limit), raise the limit when earned, and start their sums afresh."""
+    def episodes_ended(self, ids: np.ndarray, steps: np.ndarray, timed_out: np.ndarray,
+                       commands: np.ndarray) -> None:
+        """Score the frontier episodes among ``ids`` (their step counts, whether they reached
+        the time limit, their forward commands), raise the limit when earned, and start the
+        sums of all of them afresh."""
         cfg = self.config
+        frontier = commands >= self.limit - cfg.step - 1e-9
         mean_error = self.error_sum[ids] / np.maximum(steps, 1)
-        self.ended += ids.size
-        self.successes += int((timed_out & (mean_error < cfg.tolerance)).sum())
+        self.ended += int(frontier.sum())
+        self.successes += int((frontier & timed_out & (mean_error < cfg.tolerance)).sum())
         self.error_sum[ids] = 0.0
         if self.ended >= cfg.min_episodes:
             if self.successes >= cfg.success_rate * self.ended and self.limit < self.top:

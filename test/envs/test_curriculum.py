@@ -12,11 +12,12 @@ CONFIG = SpeedCurriculumConfig(enabled=True, start=0.3, step=0.2, tolerance=0.1,
                                success_rate=0.5, min_episodes=4)
 
 
-def end(curriculum, errors, timed_out, steps=10):
-    """Four episodes with these mean speed errors."""
+def end(curriculum, errors, timed_out, steps=10, commands=None):
+    """Four episodes with these mean speed errors (commanded at the limit unless given)."""
     ids = np.arange(4)
     curriculum.record(np.asarray(errors, float) * steps)
-    curriculum.episodes_ended(ids, np.full(4, steps), np.asarray(timed_out))
+    commands = np.full(4, curriculum.limit) if commands is None else np.asarray(commands)
+    curriculum.episodes_ended(ids, np.full(4, steps), np.asarray(timed_out), commands)
 
 
 def test_the_limit_grows_only_when_enough_episodes_track_the_command():
@@ -32,6 +33,16 @@ def test_the_limit_grows_only_when_enough_episodes_track_the_command():
     assert (c.error_sum == 0).all()
 
 
+def test_only_episodes_commanded_near_the_limit_count():
+    c = SpeedCurriculum(CONFIG, top=1.0, num_envs=4)
+    # Standing still at slow commands is within tolerance, but says nothing about walking.
+    for _ in range(3):
+        end(c, [0.0, 0.05, 0.05, 0.5], [True] * 4, commands=[0.0, 0.05, 0.05, 0.3])
+    assert c.limit == 0.3 and c.ended == 3  # only the 0.3 m/s episodes were scored
+    end(c, [0.05] * 4, [True] * 4)  # four more at the limit, tracked: 4 of 7 succeed
+    assert c.limit == pytest.approx(0.5)
+
+
 def test_disabled_is_the_whole_range_and_bad_values_are_named():
     assert SpeedCurriculum(SpeedCurriculumConfig(), top=0.8, num_envs=2).limit == 0.8
     with pytest.raises(ConfigError, match="success_rate.*allowed values"):
@@ -44,7 +55,8 @@ def test_env_draws_commands_under_the_limit_and_keeps_it_across_state_restores()
     cfg = CassieEnvConfig(sim=SimConfig(timestep=0.002, actuator="fast"), policy_substeps=15,
                           episode_seconds=0.06, terminations={})
     command = {"forward": [0.0, 1.0], "zero_probability": 0.0,
-               "curriculum": {"enabled": True, "start": 0.2, "tolerance": 5.0, "min_episodes": 4}}
+               "curriculum": {"enabled": True, "start": 0.2, "step": 0.2, "tolerance": 5.0,
+                              "min_episodes": 4}}  # every command within a step of the limit
     cfg = from_dict(CassieEnvConfig, {**to_dict(cfg), "command": command})
     env = CassieEnv(cfg, num_envs=4)
     assert env.task.command[:, 0].max() <= 0.2
@@ -52,8 +64,8 @@ def test_env_draws_commands_under_the_limit_and_keeps_it_across_state_restores()
     for _ in range(2):  # 2-step episodes, all time out with errors under 5 m/s: one raise
         _, _, dones, extras = env.step(np.zeros((4, 10), np.float32))
     assert dones.all() and extras["time_outs"].all()
-    assert env.curriculum.limit == pytest.approx(0.3)
-    assert extras["log"]["curriculum/forward_max"] == pytest.approx(0.3)
+    assert env.curriculum.limit == pytest.approx(0.4)
+    assert extras["log"]["curriculum/forward_max"] == pytest.approx(0.4)
     env.set_state(saved)
     assert env.curriculum.limit == pytest.approx(0.2)
 
