@@ -246,6 +246,8 @@ class CassieEnv(VecEnv):
         self.obs_mirror = self.obs_builder.mirror
         self.action_mirror = action_mirror_matrix()
         self.num_critic_obs = self.num_obs + PRIVILEGED_SIZE if config.privileged_critic else None
+        # The critic's observation starts with the actor's.
+        self.fixed_scale_obs = self.fixed_scale_critic_obs = self.obs_builder.task_indices
         self._rewards = [(name, resolve(name, REWARD_TERMS, "reward term"), term)
                          for name, term in config.rewards.items() if term.weight != 0.0]
         self._terminations = [(name, resolve(name, TERMINATIONS, "termination"), term)

@@ -29,6 +29,9 @@ from cassie_sim_ros.sim import SensorReadings
 
 # Leg joints of the original 40-value state, per leg, in qpos order.
 _TRUE_STATE_LEG_JOINTS = ("hip_roll", "hip_yaw", "hip_pitch", "knee", "shin", "tarsus", "foot")
+TASK_INPUTS = frozenset({"clock_sin", "clock_cos", "cmd_vx", "cmd_vy", "cmd_yaw_rate",
+                         "step_frequency"})
+"""Observations that say what to do, not what the robot measures (their scale is known)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class ObservationBuilder:
             self._qpos_idx, self._qvel_idx = _true_state_indices(joint_qadr, joint_dadr)
         self.names = self._names()
         self.size = len(self.names)
+        self.task_indices = tuple(i for i, name in enumerate(self.names) if name in TASK_INPUTS)
+        """Where the clock, command and stepping frequency are: inputs on a fixed scale."""
         self.mirror = self._mirror_matrix()
         self.noise_std = self._noise_std()
 

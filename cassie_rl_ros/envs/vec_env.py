@@ -66,6 +66,12 @@ class VecEnv(abc.ABC):
     """Length of the critic's observation when it differs from the actor's (asymmetric
     actor-critic: the critic may see privileged simulator state the robot cannot measure);
     None when the critic sees the actor's observation."""
+    fixed_scale_obs: tuple[int, ...] = ()
+    """Indices of observations already on a known, fixed scale (task inputs such as a clock or
+    a command): the running normalisation leaves them as they are, so that a command
+    distribution that widens during training does not rescale what the policy has learned."""
+    fixed_scale_critic_obs: tuple[int, ...] = ()
+    """The same for the critic's observation (when ``num_critic_obs`` is set)."""
 
     @abc.abstractmethod
     def get_observations(self) -> np.ndarray:

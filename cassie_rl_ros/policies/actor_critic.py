@@ -91,6 +91,8 @@ class ActorCritic(nn.Module):
         num_actions: int,
         cfg: ActorCriticConfig | None = None,
         num_critic_obs: int | None = None,
+        fixed_scale_obs: tuple[int, ...] = (),
+        fixed_scale_critic_obs: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         cfg = cfg or ActorCriticConfig()
@@ -98,13 +100,14 @@ class ActorCritic(nn.Module):
         self.num_obs = num_obs
         self.num_actions = num_actions
         self.num_critic_obs = num_critic_obs
-        self.normalizer = ObservationNormalizer(num_obs, clip=cfg.obs_clip)
+        self.normalizer = ObservationNormalizer(num_obs, clip=cfg.obs_clip, fixed=fixed_scale_obs)
         # None (not an alias of ``normalizer``) when the critic reads the actor's obs, so the
         # state_dict holds every buffer once.
         self.critic_normalizer = (
             None
             if num_critic_obs is None
-            else ObservationNormalizer(num_critic_obs, clip=cfg.obs_clip)
+            else ObservationNormalizer(num_critic_obs, clip=cfg.obs_clip,
+                                       fixed=fixed_scale_critic_obs)
         )
         self.actor = _mlp(
             num_obs, cfg.actor_hidden, num_actions, cfg.activation, cfg.actor_output_gain

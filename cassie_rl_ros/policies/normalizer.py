@@ -15,15 +15,21 @@ class ObservationNormalizer(nn.Module):
     ``update`` the mean is 0 and the variance 1, so the module is (almost) the identity.
 
     ``frozen`` stops ``update`` from changing anything: use it after a pre-pass, or at
-    deployment. It is a plain attribute, not saved in the state_dict.
+    deployment. It is a plain attribute, not saved in the state_dict. Observations listed in
+    ``fixed`` keep mean 0 and variance 1 (passed through, only clipped): the saved buffers say
+    so, and a deployed policy needs nothing else.
     """
 
-    def __init__(self, num_obs: int, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+    def __init__(self, num_obs: int, clip: float = 10.0, epsilon: float = 1e-8,
+                 fixed: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.num_obs = num_obs
         self.clip = clip
         self.epsilon = epsilon
         self.frozen = False
+        self.fixed = list(fixed)
+        if any(not 0 <= i < num_obs for i in self.fixed):
+            raise ValueError(f"fixed: indices {self.fixed} outside 0..{num_obs - 1}")
         self.register_buffer("mean", torch.zeros(num_obs, dtype=torch.float64))
         self.register_buffer("var", torch.ones(num_obs, dtype=torch.float64))
         # A float so it never overflows and merges without casts; 0-d so it saves as-is.
@@ -51,6 +57,9 @@ class ObservationNormalizer(nn.Module):
         self.mean += delta * (n_batch / n_total)
         self.var.copy_(m2 / n_total)
         self.count.copy_(n_total)
+        if self.fixed:
+            self.mean[self.fixed] = 0.0
+            self.var[self.fixed] = 1.0
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Normalise raw observations (..., num_obs); returns obs.dtype, clipped to ±clip."""

@@ -100,7 +100,8 @@ class OnPolicyRunner:
         torch.manual_seed(rc.seed)
         self.env = make_env(cfg.env, rc.num_envs, rc.num_threads, rc.seed)
         env = self.env
-        self.policy = ActorCritic(env.num_obs, env.num_actions, cfg.policy, env.num_critic_obs)
+        self.policy = ActorCritic(env.num_obs, env.num_actions, cfg.policy, env.num_critic_obs,
+                                  env.fixed_scale_obs, env.fixed_scale_critic_obs)
         self.ppo = PPO(
             self.policy,
             cfg.ppo,

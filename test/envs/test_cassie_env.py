@@ -281,3 +281,10 @@ def test_state_est_observations_come_from_the_estimator_not_ground_truth():
     assert not np.array_equal(height, true_z.astype(np.float32))
     vx = obs[:, names.index("est_vx")]
     np.testing.assert_allclose(vx, env.sim.pelvis_twist()[0][:, 0], atol=0.1)
+
+
+def test_task_inputs_are_marked_for_a_fixed_scale_in_both_observations():
+    env = CassieEnv(small_config(), num_envs=1)
+    names = [env.obs_builder.names[i] for i in env.fixed_scale_obs]
+    assert names == ["clock_sin", "clock_cos", "cmd_vx", "step_frequency"]
+    assert env.fixed_scale_critic_obs == env.fixed_scale_obs  # the critic's starts alike

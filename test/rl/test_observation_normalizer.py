@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from cassie_rl_ros.policies import ObservationNormalizer
@@ -45,3 +46,22 @@ def test_identity_before_any_update_and_frozen_ignores_updates():
 
 def test_statistics_are_state_dict_buffers():
     assert set(ObservationNormalizer(3).state_dict()) == {"mean", "var", "count"}
+
+
+def test_fixed_scale_observations_pass_through_whatever_the_batches():
+    norm = ObservationNormalizer(3, fixed=(1,))
+    rng = np.random.default_rng(0)
+    for scale in (0.3, 1.0):  # a command range that widens, as under a curriculum
+        batch = rng.normal(5.0, 2.0, (256, 3))
+        batch[:, 1] = rng.uniform(0.0, scale, 256)
+        norm.update(batch)
+    assert norm.mean[1] == 0.0 and norm.var[1] == 1.0
+    assert abs(norm.mean[0].item() - 5.0) < 0.3  # the others are learned as before
+    x = torch.tensor([[5.0, 0.8, 5.0]])
+    assert norm(x)[0, 1].item() == pytest.approx(0.8)
+    # What is saved says it all: a normaliser rebuilt from the state_dict does the same.
+    plain = ObservationNormalizer(3)
+    plain.load_state_dict(norm.state_dict())
+    assert torch.equal(plain(x), norm(x))
+    with pytest.raises(ValueError, match="outside"):
+        ObservationNormalizer(3, fixed=(3,))
