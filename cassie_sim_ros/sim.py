@@ -187,6 +187,9 @@ class CassieSim:
         self._kp[ids] = self.config.kp
         self._kd[ids] = self.config.kd
         self._apply_gains(ids)
+        # Through the acceleration stage: the accelerometer and the contact force sensors of
+        # the reset state are read before the next step computes them.
+        self._batch.forward(ids)
 
     # ---------------------------------------------------------------- commands
 

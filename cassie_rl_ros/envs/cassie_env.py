@@ -319,6 +319,9 @@ class CassieEnv(VecEnv):
             log[f"termination/{name}"] = float(hit.mean())
         time_outs = (self.episode_step >= self.max_episode_steps) & ~terminated
         dones = terminated | time_outs
+        # A diverged simulation was put back on its feet inside the step: its last state is
+        # not one to reward.
+        rewards[self.sim.diverged] = 0.0
         if self.curriculum.enabled:
             self.curriculum.record(np.abs(ctx.heading_frame_velocity()[:, 0] - ctx.command[:, 0]))
             ended = np.flatnonzero(dones)
@@ -327,6 +330,7 @@ class CassieEnv(VecEnv):
                                                self.task.command[ended, 0])
             log["curriculum/forward_max"] = self.curriculum.limit
 
+        self._resample_due_commands()
         obs, critic_obs = self._observe()
         extras = {"time_outs": time_outs, "terminal_obs": obs.copy(), "log": log}
         if critic_obs is not None:
@@ -389,6 +393,10 @@ class CassieEnv(VecEnv):
 
     def _advance_clock(self):
         advance_clock(self.task, self.dt, self.config.gait.cycle_seconds)
+
+    def _resample_due_commands(self):
+        """New commands where ``resample_seconds`` ran out: after the step's reward, which
+        judges the command the policy saw, and before the observation that shows the new one."""
         if self.config.command.resample_seconds > 0:
             self._command_timer += self.dt
             due = np.flatnonzero(self._command_timer >= self.config.command.resample_seconds)
@@ -415,7 +423,7 @@ class CassieEnv(VecEnv):
             index = self.reference.index(self.task.phase[ids])
             qpos = self.reference.qpos[index].copy()
             qvel = self.reference.qvel[index].copy()
-            qpos[:, 0] = 0.0
+            qpos[:, :2] = 0.0  # start at the origin, whatever the reference's position
         else:
             qpos = np.tile(STANDING_QPOS, (n, 1))
             qvel = np.zeros((n, self.sim.model.nv))
@@ -424,11 +432,13 @@ class CassieEnv(VecEnv):
         heading = rng.uniform(-math.pi, math.pi, n) if cfg.reset.random_heading else np.zeros(n)
         qpos[:, 3:7] = _quat_multiply(np.stack([np.cos(heading / 2), np.zeros(n), np.zeros(n),
                                                 np.sin(heading / 2)], axis=1), qpos[:, 3:7])
+        c, s = np.cos(heading), np.sin(heading)
+        # A reference state's planar velocity is along +x: turn it with the robot.
+        qvel[:, 0], qvel[:, 1] = c * qvel[:, 0] - s * qvel[:, 1], s * qvel[:, 0] + c * qvel[:, 1]
         self.task.target_heading[ids] = heading
         if cfg.reset.command_velocity > 0.0:
             forward, lateral = (cfg.reset.command_velocity * self.task.command[ids, i]
                                 for i in (0, 1))
-            c, s = np.cos(heading), np.sin(heading)
             qvel[:, 0] += c * forward - s * lateral  # the free joint's world-frame velocity
             qvel[:, 1] += s * forward + c * lateral
         if cfg.randomization.enabled:
