@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     'render': ('render a policy rollout to video', 'cassie_rl_ros.tools.render', 'main'),
     'record': ('record a rollout to a ROS bag', 'cassie_rl_ros.tools.record', 'main'),
     'plot': ('plot topics from a ROS bag', 'cassie_rl_ros.tools.plot_bag', 'main'),
+    'plot-run': ('plot learning curves of training runs', 'cassie_rl_ros.tools.plot_run',
+                 'main'),
     'bridge': ('bridge ROS topics to the Cassie hardware', 'cassie_rl_ros.nodes.hardware_bridge',
                'main'),
     'robot-sim': ('emulate the robot side of the hardware bridge',
