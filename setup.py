@@ -73,6 +73,8 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', sorted(glob('launch/*.launch.py'))),
         ('share/' + PACKAGE + '/config', sorted(glob('config/*.yaml'))),
+        # The shipped default policy (policy node, render.launch.py), once there is one.
+        ('share/' + PACKAGE + '/policies/walk', sorted(glob('policies/walk/*'))),
         ('lib/' + PACKAGE, ['scripts/ros/' + name for name in ROS_EXECUTABLES]),
     ],
     install_requires=[

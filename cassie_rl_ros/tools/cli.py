@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     'policy': ('run a trained policy as a ROS node', 'cassie_rl_ros.nodes.policy_node', 'main'),
     'train': ('train a walking policy with PPO', 'cassie_rl_ros.training.train', 'main'),
     'eval': ('evaluate a checkpoint in simulation', 'cassie_rl_ros.training.evaluate', 'main'),
+    'ship': ("package a run's policy with its log, curve and eval",
+             'cassie_rl_ros.training.ship', 'main'),
     'render': ('render a policy rollout to video', 'cassie_rl_ros.tools.render', 'main'),
     'record': ('record a rollout to a ROS bag', 'cassie_rl_ros.tools.record', 'main'),
     'plot': ('plot topics from a ROS bag', 'cassie_rl_ros.tools.plot_bag', 'main'),

@@ -1,0 +1,34 @@
+"""cassie-rl ship: a run's policy packaged with its log, curve, eval and README."""
+
+import json
+
+from cassie_rl_ros.policy_runner import PolicyRunner
+from cassie_rl_ros.training.ship import main
+from tiny_policy import train_tiny_policy
+
+
+def test_a_shipped_policy_loads_and_says_how_it_was_made(tmp_path, capsys):
+    run = train_tiny_policy(tmp_path / "runs")
+    target = tmp_path / "policies" / "walk"
+    assert main([str(run), "--to", str(target), "--from", "checkpoint", "--episodes", "2",
+                 "--seconds", "2.5", "--push-force", "0"]) == 0
+    assert "episodes pass the walking criterion" in capsys.readouterr().out
+    names = {p.name for p in target.iterdir()}
+    assert {"policy.safetensors", "config.yaml", "training_log.jsonl", "learning_curve.png",
+            "eval.json", "README.md", "manifest.json"} <= names
+    runner = PolicyRunner.load(target)  # what the policy node does with the default policy
+    assert runner.dt > 0
+    report = json.loads((target / "eval.json").read_text())
+    assert report["nominal"]["episodes"] == 2 and "pushed" not in report
+    log = [json.loads(line) for line in (target / "training_log.jsonl").read_text().splitlines()]
+    assert log[-1]["iteration"] == 1 and "env_steps" in log[-1]
+    readme = (target / "README.md").read_text()
+    assert "1 iterations" in readme and "passed" in readme and "config.yaml" in readme
+
+
+def test_a_run_without_the_chosen_policy_is_refused_clearly(tmp_path, capsys):
+    run = train_tiny_policy(tmp_path / "runs")  # eval_interval 0: no best/ folder
+    assert main([str(run), "--to", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "best" in err and "--from checkpoint" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
