@@ -320,6 +320,11 @@ class OnPolicyRunner:
         self.policy.load_state_dict(ckpt.policy_state)
         state = ckpt.state
         state_file = checkpoint_dir / "state.safetensors"
+        if "critic_optimizer" not in state:
+            raise CheckpointError(
+                f"{state_file}: written before the critic had its own optimiser (an older "
+                "version of cassie-rl); start a new run from its policy instead: "
+                f"cassie-rl train --init-from {checkpoint_dir}")
         try:
             self.ppo.optimizer.load_state_dict(state["optimizer"])
             self.ppo.critic_optimizer.load_state_dict(state["critic_optimizer"])
