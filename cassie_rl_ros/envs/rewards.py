@@ -186,6 +186,21 @@ def stance_foot_speed(ctx: StepContext, scale: float = 2.0) -> np.ndarray:
 
 
 @reward_term
+def swing_foot_velocity(ctx: StepContext, scale: float = 1.0) -> np.ndarray:
+    """exp(−scale·Σ swing·|v_foot − v_cmd / swing_ratio|), planar, in the commanded heading's
+    frame: a swing foot covers a whole stride while in the air, so it must move at the commanded
+    velocity over the swing ratio. Shaping that leads from stepping in place to walking: the
+    foot is rewarded for heading forward before the pelvis follows."""
+    c, s = np.cos(ctx.target_heading)[:, None], np.sin(ctx.target_heading)[:, None]
+    v = ctx.foot_vel
+    forward = c * v[:, :, 0] + s * v[:, :, 1]
+    lateral = -s * v[:, :, 0] + c * v[:, :, 1]
+    wanted = ctx.command[:, :2] / ctx.swing_ratio
+    error = np.hypot(forward - wanted[:, :1], lateral - wanted[:, 1:2])
+    return np.exp(-scale * (ctx.swing() * error).sum(axis=1))
+
+
+@reward_term
 def swing_foot_height(ctx: StepContext, target: float = 0.12, scale: float = 20.0) -> np.ndarray:
     """exp(−scale·Σ swing·max(0, target − z)): lift the swing foot clear of the ground."""
     shortfall = np.maximum(0.0, target - ctx.foot_pos[:, :, 2])

@@ -196,6 +196,22 @@ def test_speed_reward_peaks_at_the_commanded_speed_along_the_commanded_heading()
     assert reward[0] == pytest.approx(1.0) and reward[1] < 0.2
 
 
+def test_swing_foot_velocity_rewards_the_swing_foot_moving_at_stride_pace_along_the_heading():
+    # phase 0.8: the left foot swings. Commanded 0.4 m/s along +y: a 0.4 swing ratio wants the
+    # swing foot at 1 m/s along +y; the stance foot's velocity does not count.
+    heading, command = np.full(3, np.pi / 2), np.tile([0.4, 0.0, 0.0], (3, 1))
+    foot_vel = np.zeros((3, 2, 3))
+    foot_vel[0, 0] = [0.0, 1.0, 0.0]  # the swing foot at stride pace
+    foot_vel[1, 0] = [1.0, 0.0, 0.0]  # as fast, but sideways to the heading
+    foot_vel[0, 1] = foot_vel[1, 1] = [0.0, -3.0, 0.0]  # the stance foot: not this term's job
+    ctx = _context(3, phase=np.full(3, 0.8), foot_vel=foot_vel, command=command,
+                   target_heading=heading)
+    reward = REWARD_TERMS["swing_foot_velocity"](ctx)
+    assert reward[0] == pytest.approx(1.0)
+    assert reward[1] == pytest.approx(np.exp(-np.sqrt(2.0)))
+    assert reward[2] == pytest.approx(np.exp(-1.0))  # standing still: 1 m/s short
+
+
 def test_periodic_terms_punish_force_in_swing_and_speed_in_stance():
     # phase 0.8: the left leg (offset 0) swings, the right (offset 0.5, leg phase 0.3) stands.
     phase = np.array([0.8, 0.8])
