@@ -283,16 +283,22 @@ def main(args: list[str] | None = None) -> int:
         sys.setswitchinterval(SWITCH_INTERVAL)
         # The UDP loop and the executor each get a thread; the main thread only waits, so
         # Ctrl-C lands here and never inside rclpy's message handling.
-        with spinning(node) as spinner:
-            link = threading.Thread(target=node.run_link, name="cassie-udp", daemon=True)
-            link.start()
-            try:
-                while link.is_alive() and spinner.is_alive():
-                    link.join(timeout=0.2)
-            finally:
-                node.stop.set()
+        link = threading.Thread(target=node.run_link, name="cassie-udp", daemon=True)
+        try:
+            with spinning(node) as spinner:
+                link.start()
+                try:
+                    while link.is_alive() and spinner.is_alive():
+                        link.join(timeout=0.2)
+                finally:
+                    node.stop.set()
+                    link.join(timeout=2.0)
+                    node.get_logger().info(f"stats {json.dumps(node.stats())}")
+        finally:
+            # Last, and only once the UDP thread is out of it (it sends the damping packet).
+            if link.is_alive():
                 link.join(timeout=2.0)
-                node.get_logger().info(f"stats {json.dumps(node.stats())}")
+            if not link.is_alive():
                 node.sock.close()
     return 0
 

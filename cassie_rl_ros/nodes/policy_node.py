@@ -54,7 +54,6 @@ import numpy as np
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64, Float64MultiArray
@@ -62,7 +61,7 @@ from std_srvs.srv import Trigger
 
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.nodes.driver_messages import QOS_DEPTH
-from cassie_sim_ros.nodes.node_main import command_line, ros_session, spin_until_shutdown
+from cassie_sim_ros.nodes.node_main import command_line, ros_session, spinning
 
 from ..policy_runner import PolicyError, PolicyRunner, default_policy_path
 
@@ -308,15 +307,14 @@ def main(args: list[str] | None = None) -> int:
         # The policy, its normaliser and torch's modules are long-lived: keep the collector
         # from walking them in the middle of a policy step (the p99 latency).
         gc.freeze()
-        # The executor spins in the main thread: each policy step runs in a callback.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            spin_until_shutdown(executor)
-        finally:
-            node.get_logger().info(f"stats {json.dumps(node.summary())}")
-            executor.shutdown(timeout_sec=1.0)
-            node.destroy_node()
+        # Each policy step runs in a callback on the spinner thread; the main thread only
+        # waits, so Ctrl-C lands here and never halfway through rclpy's executor code.
+        with spinning(node) as spinner:
+            try:
+                while spinner.is_alive():
+                    spinner.join(timeout=0.2)
+            finally:
+                node.get_logger().info(f"stats {json.dumps(node.summary())}")
     return 0
 
 

@@ -359,7 +359,9 @@ def test_bridge_drives_the_emulator_in_real_time(start_node, probe):
 
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):
-    return train_tiny_policy(tmp_path_factory.mktemp("policy"))
+    # An identity normaliser: one fitted on 16 samples amplifies the two paths' one-physics-step
+    # start offset into target differences of 7e-4 to 0.07 rad, depending on the draw.
+    return train_tiny_policy(tmp_path_factory.mktemp("policy"), "ppo.normalizer_update=frozen")
 
 
 def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: int,
@@ -425,8 +427,8 @@ def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
           f"motor positions: max |difference| {np.round(error, 5)}\n"
           f"one physics step of motion {np.round(one_step, 5)}")
     # The bridge's robot starts one physics step later (its first exchange steps it), so the
-    # first observations differ by 0.5 ms of settling; the one-iteration policy's normaliser,
-    # fitted on 16 samples, amplifies that to ~0.02 rad. A wrong motor order, sign or offset
-    # is off by 0.1 rad or more.
-    assert target_error.max() < 0.05
-    assert np.all(error <= 2.0 * one_step + 1e-4), (error, one_step)
+    # first observations differ by 0.5 ms of settling. A wrong motor order, sign or offset is
+    # off by 0.1 rad or more.
+    assert target_error.max() < 5e-3
+    # (plus 0.5 mrad: at the start, from rest, one physics step of motion is almost nothing)
+    assert np.all(error <= 2.0 * one_step + 5e-4), (error, one_step)
