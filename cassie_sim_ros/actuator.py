@@ -99,8 +99,7 @@ class ActuatorPipeline:
         self._qd_hist[self._cursor % self._qd_hist.shape[0]] = motor_qd
         q_seen, qd_seen = self._reading(self._cursor - self.encoder_delay)
         tau = kp * (p_target - q_seen) + kd * (d_target - qd_seen) + feedforward
-        # np.minimum/np.maximum rather than np.clip: the same numbers, less call overhead
-        # (measured 0.85 -> 0.7 of the pipeline's time per step for one robot).
+        # np.minimum/np.maximum rather than np.clip: the same numbers, less call overhead.
         if self.config.speed_torque_limit:
             limit = np.minimum(np.maximum(
                 2.0 * C.TORQUE_LIMIT * (1.0 - np.abs(qd_seen) / C.MAX_JOINT_SPEED), 0.0),
