@@ -11,7 +11,7 @@ from cassie_rl_ros.envs.reference import (ReferenceError, ReferenceTrajectory, l
 from cassie_rl_ros.envs.rewards import REWARD_TERMS, StepContext
 from cassie_rl_ros.envs.vec_env import check_mirror_matrix
 from cassie_sim_ros import constants as C
-from cassie_sim_ros.config import ConfigError, apply_overrides, from_dict
+from cassie_sim_ros.config import ConfigError, apply_overrides, from_dict, to_dict
 from cassie_sim_ros.model import STANDING_QPOS, mirror_qpos, mirror_qvel
 from cassie_sim_ros.sim import CassieSim, SimConfig
 
@@ -304,3 +304,35 @@ def test_task_inputs_are_marked_for_a_fixed_scale_in_both_observations():
     names = [env.obs_builder.names[i] for i in env.fixed_scale_obs]
     assert names == ["clock_sin", "clock_cos", "cmd_vx", "step_frequency"]
     assert env.fixed_scale_critic_obs == env.fixed_scale_obs  # the critic's starts alike
+
+
+def test_a_resampled_command_is_rewarded_only_after_the_policy_saw_it():
+    cfg = from_dict(CassieEnvConfig, {**to_dict(small_config(terminations={})),
+                                      "command": {"forward": [0.0, 1.0], "zero_probability": 0.0,
+                                                  "resample_seconds": 0.03},
+                                      "rewards": {"forward_velocity": {"weight": 1.0}}})
+    env = CassieEnv(cfg, num_envs=4)
+    obs = env.reset()
+    column = env.obs_builder.names.index("cmd_vx")
+    for _ in range(3):
+        seen = obs[:, column].astype(np.float64)
+        obs, rewards, _, _ = env.step(np.zeros((4, 10), np.float32))
+        vel = env.sim.pelvis_twist()[0]
+        c, s = np.cos(env.task.target_heading), np.sin(env.task.target_heading)
+        forward = c * vel[:, 0] + s * vel[:, 1]
+        np.testing.assert_allclose(rewards, np.exp(-4.0 * np.abs(forward - seen)), rtol=1e-5)
+        assert not np.allclose(obs[:, column], seen)  # a new command for the next step
+
+
+def test_a_reset_state_has_its_contact_forces_computed():
+    import mujoco
+
+    sim = CassieSim(FAST)
+    sim.step(200)
+    sim.reset()
+    # The same state through plain MuJoCo: mj_forward computes every stage, sensors included.
+    data = mujoco.MjData(sim.model)
+    data.qpos[:], data.qvel[:] = sim.qpos[0], sim.qvel[0]
+    mujoco.mj_forward(sim.model, data)
+    np.testing.assert_allclose(sim._sensordata[0], data.sensordata, atol=1e-6)
+    assert (sim.foot_forces()[0, :, 2] > 1.0).all()  # the feet touch the floor at the keyframe
