@@ -357,7 +357,8 @@ class OnPolicyRunner:
         """Copy a saved policy's weights and normaliser statistics into the fresh policy.
 
         The actor side (actor, log-std, normaliser) must match; the critic side is copied when
-        it fits and otherwise left freshly initialised (e.g. a new privileged critic).
+        it fits and otherwise left freshly initialised (e.g. a new privileged critic). The
+        log-std is kept from this run's config when that fixes it (``policy.learn_std: false``).
         """
         source, _ = load_policy(path)
         source_file = Path(path)
@@ -371,6 +372,9 @@ class OnPolicyRunner:
 
         check_state_dict(self.policy, incoming, source_file, keys=lambda k: not critic_side(k))
         merged = {k: v for k, v in incoming.items() if not critic_side(k)}
+        if not self.cfg.policy.learn_std:
+            # A fixed std is this run's hyperparameter, not a weight to inherit.
+            del merged["log_std"]
         try:
             check_state_dict(self.policy, incoming, source_file, keys=critic_side)
             merged.update({k: v for k, v in incoming.items() if critic_side(k)})

@@ -200,6 +200,25 @@ def test_warm_start_keeps_the_normaliser_statistics(tmp_path, normalizer_update)
         assert after.count.item() == before.count.item() + samples
 
 
+@pytest.mark.parametrize("learn_std", [True, False])
+def test_warm_start_inherits_a_learned_std_but_not_over_a_fixed_one(tmp_path, learn_std):
+    source_cfg = tiny_config(tmp_path, experiment_name="source", max_iterations=2,
+                             eval_interval=0)
+    source_cfg = dataclasses.replace(
+        source_cfg, policy=dataclasses.replace(source_cfg.policy, learn_std=True))
+    source = OnPolicyRunner(source_cfg, make_point_mass_env)
+    source.learn()
+    assert not torch.allclose(source.policy.std, torch.tensor(0.3))  # the std moved
+
+    cfg = tiny_config(tmp_path, experiment_name="tuned", init_from=str(source.run_dir))
+    cfg = dataclasses.replace(
+        cfg, policy=dataclasses.replace(cfg.policy, learn_std=learn_std, init_std=0.1))
+    tuned = OnPolicyRunner(cfg, make_point_mass_env)
+    assert torch.equal(tuned.policy.actor[0].weight, source.policy.actor[0].weight)
+    expected = source.policy.std if learn_std else torch.full_like(source.policy.std, 0.1)
+    assert torch.allclose(tuned.policy.std, expected)
+
+
 def test_warm_start_from_a_policy_for_other_observations_is_refused(tmp_path):
     source = OnPolicyRunner(tiny_config(tmp_path, experiment_name="windy", max_iterations=1,
                                         eval_interval=0), make_windy_point_mass_env)
