@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cassie_rl_ros.envs.actions import (advance_clock, clip_actions, motor_targets,
-                                        reference_state)
+from cassie_rl_ros.envs.actions import (ActionOrigin, advance_clock, clip_actions,
+                                        motor_targets, reference_state)
 from cassie_rl_ros.envs.cassie_env import CassieEnvConfig
 from cassie_rl_ros.envs.observations import ObservationBuilder, TaskInputs, quat_yaw
 from cassie_rl_ros.envs.reference import load_reference
@@ -145,8 +145,12 @@ def load_policy_files(paths: str | Path | Sequence[str | Path]):
                            ("policy period", env.policy_dt, first.policy_dt),
                            ("gait.cycle_seconds", env.gait.cycle_seconds,
                             first.gait.cycle_seconds),
-                           ("reference_path", env.reference_path, first.reference_path)):
-            if a != b:
+                           ("reference_path", env.reference_path, first.reference_path),
+                           ("gait_prior", env.gait_prior, first.gait_prior),
+                           ("gait.swing_ratio", env.gait.swing_ratio, first.gait.swing_ratio),
+                           ("gait.leg_phase_offset", tuple(env.gait.leg_phase_offset),
+                            tuple(first.gait.leg_phase_offset))):
+            if a != b and (first.action == "gait_prior" or not name.startswith("gait")):
                 raise PolicyError(f"{path}: {name} {a!r} differs from {paths[0]}'s {b!r}; "
                                   "ensemble members must map actions to targets alike")
     if len(configs) > 1:
@@ -220,6 +224,7 @@ class PolicyRunner:
                 self.reference = load_reference(env_config.reference_path)
             except ValueError as err:
                 raise PolicyError(f"the policy needs its reference trajectory: {err}") from None
+        self.action_origin = ActionOrigin(env_config, self.reference)
         self.estimator = None
         if obs_cfg.state == "state_est":
             from cassie_sim_ros.estimator import CassieEstimator
@@ -558,7 +563,7 @@ class PolicyRunner:
         with torch.inference_mode():
             raw = self.policy.act_deterministic(torch.from_numpy(obs)).numpy()
         action = clip_actions(raw, self.config.action_clip)
-        targets = motor_targets(action, self.config, self.reference, self.task.phase)
+        targets = motor_targets(action, self.action_origin.pose(self.task))
         advance_clock(self.task, self.dt, self.config.gait.cycle_seconds)
         self.steps += 1
         return raw[0].astype(np.float64), targets[0]

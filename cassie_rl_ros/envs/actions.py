@@ -3,11 +3,12 @@ share, so that both turn the same policy output into the same PD targets and adv
 phase.
 
 - :func:`clip_actions`: non-finite entries to 0 (the neutral pose), then clip to ±action_clip.
-- :func:`motor_targets`: the PD position targets of clipped actions: the neutral standing pose
-  plus the action (``no_delta``), or the reference trajectory's motor positions at the current
-  phase plus the action (``delta``), within each motor's joint range (a target past the stop only
-  pushes against it, and a driver refuses targets far outside the range: the robot would fall
-  back to damping mid-gait).
+- :class:`ActionOrigin`: the pose an action is added to: the neutral standing pose
+  (``no_delta``), the reference trajectory's motor positions at the current phase (``delta``), or
+  the kinematic gait's at the current phase and commanded speed (``gait_prior``).
+- :func:`motor_targets`: the PD position targets of clipped actions, the origin plus the action
+  within each motor's joint range (a target past the stop only pushes against it, and a driver
+  refuses targets far outside the range: the robot would fall back to damping mid-gait).
 - :func:`advance_phase` / :func:`advance_clock`: one policy step of the gait clock,
   φ ← (φ + f · dt / T) mod 1, and of the commanded heading, ψ* ← wrap(ψ* + ω_cmd · dt).
 - :func:`reference_state`: the reference trajectory's state at the next step's phase (what
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cassie_rl_ros.envs.gait_prior import GaitPrior
 from cassie_rl_ros.envs.observations import TaskInputs, wrap_angle
 from cassie_rl_ros.envs.reference import MOTOR_QPOS_INDEX, ReferenceTrajectory
 from cassie_sim_ros import constants as C
@@ -39,21 +41,34 @@ def clip_actions(actions: np.ndarray, action_clip: float) -> np.ndarray:
     return np.clip(actions, -action_clip, action_clip)
 
 
-def motor_targets(actions: np.ndarray, config: CassieEnvConfig,
-                  reference: ReferenceTrajectory | None = None,
-                  phase: np.ndarray | None = None) -> np.ndarray:
-    """(N, 10) motor position targets (rad, motor order) of clipped actions (N, 10), within
-    the motors' joint ranges.
+class ActionOrigin:
+    """The motor positions (N, 10) an action is an offset from, by ``config.action``."""
 
-    ``delta`` actions need the reference trajectory and the gait phase (N,).
-    """
-    if config.action == "no_delta":
-        targets = C.NEUTRAL_MOTOR_OFFSET + actions
-    elif reference is None or phase is None:
-        raise ValueError("delta actions need the reference trajectory and the gait phase")
-    else:
-        targets = reference.qpos[reference.index(phase)][:, MOTOR_QPOS_INDEX] + actions
-    return np.clip(targets, MOTOR_RANGE[:, 0], MOTOR_RANGE[:, 1])
+    def __init__(self, config: CassieEnvConfig, reference: ReferenceTrajectory | None = None):
+        self.mode = config.action
+        self.reference = reference
+        self.gait_prior = None
+        if self.mode == "delta" and reference is None:
+            raise ValueError("delta actions need the reference trajectory")
+        if self.mode == "gait_prior":
+            self.gait_prior = GaitPrior(config.gait, config.gait_prior)
+
+    def pose(self, task: TaskInputs) -> np.ndarray:
+        """(N, 10) motor positions for the task's phase (and command)."""
+        n = task.phase.shape[0]
+        if self.mode == "no_delta":
+            return np.broadcast_to(C.NEUTRAL_MOTOR_OFFSET, (n, C.NUM_MOTORS))
+        if self.mode == "delta":
+            return self.reference.qpos[self.reference.index(task.phase)][:, MOTOR_QPOS_INDEX]
+        # A stride per cycle: at stepping frequency f the cycle is f times shorter.
+        return self.gait_prior.motor_positions(task.phase,
+                                               task.command[:, 0] / task.step_frequency)
+
+
+def motor_targets(actions: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """(N, 10) motor position targets (rad, motor order) of clipped actions (N, 10) added to
+    the origin pose (N, 10) (:meth:`ActionOrigin.pose`), within the motors' joint ranges."""
+    return np.clip(origin + actions, MOTOR_RANGE[:, 0], MOTOR_RANGE[:, 1])
 
 
 def advance_phase(phase: np.ndarray, step_frequency: np.ndarray, dt: float,
@@ -78,4 +93,4 @@ def reference_state(reference: ReferenceTrajectory, task: TaskInputs, dt: float,
     return reference.qpos[index], reference.qvel[index]
 
 
-__all__ = ["advance_clock", "advance_phase", "clip_actions", "motor_targets", "reference_state"]
+__all__ = ["ActionOrigin", "advance_clock", "advance_phase", "clip_actions", "motor_targets", "reference_state"]

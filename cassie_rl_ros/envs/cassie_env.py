@@ -15,9 +15,10 @@ from typing import Literal
 
 import numpy as np
 
-from cassie_rl_ros.envs.actions import (advance_clock, clip_actions, motor_targets,
-                                        reference_state)
+from cassie_rl_ros.envs.actions import (ActionOrigin, advance_clock, clip_actions,
+                                        motor_targets, reference_state)
 from cassie_rl_ros.envs.curriculum import SpeedCurriculum, SpeedCurriculumConfig
+from cassie_rl_ros.envs.gait_prior import GaitPriorConfig
 from cassie_rl_ros.envs.observations import (ObservationBuilder, ObservationConfig, TaskInputs,
                                              action_mirror_matrix, gravity_in_frame)
 from cassie_rl_ros.envs.reference import (MOTOR_QPOS_INDEX, SHIN_QPOS_INDEX, check_layout,
@@ -153,8 +154,9 @@ class CassieEnvConfig:
     """Physics steps per policy step (50 x 0.5 ms = 40 Hz)."""
     episode_seconds: float = 10.0
     """Episode length before a time-out (s)."""
-    action: Literal["no_delta", "delta"] = "no_delta"
-    """no_delta: target = action + neutral pose; delta: target = action + reference pose."""
+    action: Literal["no_delta", "delta", "gait_prior"] = "no_delta"
+    """no_delta: target = action + neutral pose; delta: target = action + reference pose;
+    gait_prior: target = action + the kinematic gait's pose at the phase and commanded speed."""
     action_clip: float = 1.5
     """Actions are clipped to ±action_clip rad."""
     observation: ObservationConfig = field(default_factory=ObservationConfig)
@@ -167,6 +169,8 @@ class CassieEnvConfig:
     reference_path: str | None = None
     """Reference trajectory (.bin) for delta actions, reference observations and imitation."""
     gait: GaitConfig = field(default_factory=GaitConfig)
+    gait_prior: GaitPriorConfig = field(default_factory=GaitPriorConfig)
+    """The kinematic gait of ``gait_prior`` actions (envs/gait_prior.py)."""
     command: CommandConfig = field(default_factory=CommandConfig)
     rewards: dict[str, TermConfig] = field(default_factory=_default_rewards)
     """Reward terms by name (see envs/rewards.py) with weights and parameters."""
@@ -234,6 +238,7 @@ class CassieEnv(VecEnv):
         if config.reference_path:
             self.reference = load_reference(config.reference_path)
             check_layout(model)
+        self.action_origin = ActionOrigin(config, self.reference)
         self.estimator = None
         if config.observation.state == "state_est":
             self._steps_per_estimate = int(round(1.0 / (config.estimator_rate
@@ -287,7 +292,7 @@ class CassieEnv(VecEnv):
         # The policy node maps actions to targets with the same two functions (envs/actions.py).
         self.last_action = self.action
         self.action = clip_actions(actions, self.config.action_clip)
-        self.sim.set_pd(motor_targets(self.action, self.config, self.reference, self.task.phase))
+        self.sim.set_pd(motor_targets(self.action, self.action_origin.pose(self.task)))
         self._maybe_push()
         foot_before = self._foot_pos
         if self.estimator is None:

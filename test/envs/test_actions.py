@@ -12,7 +12,7 @@ from cassie_sim_ros.sim_server import PdCommand, PdTargetChecker
 
 def test_small_actions_are_offsets_from_the_neutral_pose():
     action = np.linspace(-0.1, 0.1, 10)[None]
-    np.testing.assert_array_equal(motor_targets(action, CassieEnvConfig()),
+    np.testing.assert_array_equal(motor_targets(action, C.NEUTRAL_MOTOR_OFFSET[None]),
                                   C.NEUTRAL_MOTOR_OFFSET + action)
 
 
@@ -20,7 +20,7 @@ def test_small_actions_are_offsets_from_the_neutral_pose():
 def test_the_largest_actions_give_targets_every_driver_accepts(sign):
     config = CassieEnvConfig()
     action = clip_actions(np.full((1, 10), sign * 100.0), config.action_clip)
-    targets = motor_targets(action, config)[0]
+    targets = motor_targets(action, C.NEUTRAL_MOTOR_OFFSET[None])[0]
     assert (targets >= MOTOR_RANGE[:, 0]).all() and (targets <= MOTOR_RANGE[:, 1]).all()
     model = load_model()
     np.testing.assert_allclose(MOTOR_RANGE, [model.jnt_range[model.joint(n).id]

@@ -30,6 +30,13 @@ def policy_dir(tmp_path_factory):
     return train_tiny_policy(tmp_path_factory.mktemp("policy"))
 
 
+@pytest.fixture(scope="module")
+def gait_prior_policy_dir(tmp_path_factory):
+    return train_tiny_policy(tmp_path_factory.mktemp("gait_prior"), "env.action=gait_prior",
+                             "env.gait_prior.speed_spacing=0.6",
+                             "env.gait_prior.phase_points=16")
+
+
 @pytest.fixture
 def runner(policy_dir):
     return PolicyRunner.load(policy_dir, speed=0.5)
@@ -59,7 +66,10 @@ def exact_env_config(config: CassieEnvConfig) -> CassieEnvConfig:
     return from_dict(CassieEnvConfig, data)
 
 
-def test_node_path_gives_bit_identical_actions_to_the_env_path(policy_dir):
+@pytest.mark.parametrize("action_mode", ["no_delta", "gait_prior"])
+def test_node_path_gives_bit_identical_actions_to_the_env_path(request, action_mode):
+    policy_dir = request.getfixturevalue(
+        "policy_dir" if action_mode == "no_delta" else "gait_prior_policy_dir")
     policy_fn, env_config = load_policy_fn([str(policy_dir)])
     runner = PolicyRunner.load(policy_dir, speed=0.6)
     env = CassieEnv(exact_env_config(env_config), num_envs=1, seed=3)
@@ -334,6 +344,14 @@ def test_ensemble_members_must_map_actions_alike(tmp_path, policy_dir):
     _save_untrained(tmp_path / "clip", {"action_clip": 0.5}, load_policy(policy_dir)[1])
     with pytest.raises(PolicyError, match="action_clip"):
         load_policy_files([policy_dir, tmp_path / "clip"])
+
+
+def test_gait_prior_ensemble_members_must_share_the_gait(tmp_path, gait_prior_policy_dir):
+    base = load_policy(gait_prior_policy_dir)[1]
+    higher = to_dict(base.env)["gait_prior"] | {"step_height": 0.12}
+    _save_untrained(tmp_path / "high", {"gait_prior": higher}, base)
+    with pytest.raises(PolicyError, match="gait_prior"):
+        load_policy_files([gait_prior_policy_dir, tmp_path / "high"])
 
 
 def test_an_ensemble_takes_only_commands_every_member_was_trained_on(tmp_path, policy_dir):
