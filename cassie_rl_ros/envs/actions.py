@@ -60,9 +60,13 @@ class ActionOrigin:
             return np.broadcast_to(C.NEUTRAL_MOTOR_OFFSET, (n, C.NUM_MOTORS))
         if self.mode == "delta":
             return self.reference.qpos[self.reference.index(task.phase)][:, MOTOR_QPOS_INDEX]
-        # A stride per cycle: at stepping frequency f the cycle is f times shorter.
-        return self.gait_prior.motor_positions(task.phase,
-                                               task.command[:, 0] / task.step_frequency)
+        return self.gait_prior.motor_positions(task.phase, self.stride_speed(task))
+
+    @staticmethod
+    def stride_speed(task: TaskInputs) -> np.ndarray:
+        """(N,) the gait prior's speed: its stride per cycle is the commanded speed times the
+        cycle, which stepping frequency f makes f times shorter."""
+        return task.command[:, 0] / task.step_frequency
 
 
 def motor_targets(actions: np.ndarray, origin: np.ndarray) -> np.ndarray:

@@ -193,11 +193,16 @@ class CassieEnvConfig:
             if name not in TERMINATIONS and ":" not in name:
                 raise ConfigError(f"terminations.{name}: unknown termination; registered: "
                                   f"{', '.join(sorted(TERMINATIONS))}")
+        # The gait prior stands in for a reference in the joint imitation terms.
+        joint_terms = ("imitation_joints", "imitation_spring") if self.action == "gait_prior" else ()
         needs_reference = (self.action == "delta" or self.observation.reference
-                           or any(n.startswith("imitation") for n in self.rewards))
+                           or any(n.startswith("imitation") and n not in joint_terms
+                                  for n in self.rewards))
         if needs_reference and not self.reference_path:
             raise ConfigError("reference_path: delta actions, reference observations and "
-                              "imitation rewards need a reference trajectory (.bin)")
+                              "imitation rewards need a reference trajectory (.bin); with "
+                              "gait_prior actions imitation_joints and imitation_spring "
+                              "follow the gait prior")
         if not 0.0 < self.gait.swing_ratio < 1.0:
             raise ConfigError("gait.swing_ratio: must be in (0, 1)")
         if self.observation.state == "state_est":
@@ -492,6 +497,9 @@ class CassieEnv(VecEnv):
         reference_qpos = None
         if self.reference is not None:
             reference_qpos = self.reference.qpos[self.reference.index(self.task.phase)]
+        elif self.action_origin.gait_prior is not None:
+            reference_qpos = self.action_origin.gait_prior.joint_positions(
+                self.task.phase, self.action_origin.stride_speed(self.task))
         return StepContext(
             dt=self.dt, pelvis_pos=pelvis_pos, pelvis_quat=pelvis_quat, pelvis_vel=pelvis_vel,
             pelvis_angvel=pelvis_angvel, foot_pos=foot_pos,

@@ -85,6 +85,15 @@ class GaitPrior:
     def motor_positions(self, phase: np.ndarray, stride_speed: np.ndarray) -> np.ndarray:
         """(N, 10) motor positions at gait phases (N,) in [0, 1) and speeds (N,) (m/s at
         stepping frequency 1: the commanded speed over the stepping frequency)."""
+        return self._interpolate(self.table, phase, stride_speed)
+
+    def joint_positions(self, phase: np.ndarray, stride_speed: np.ndarray) -> np.ndarray:
+        """(N, 35) generalised positions likewise, the pelvis at the origin (for the joint
+        imitation terms; the pelvis terms have no meaning here)."""
+        return self._interpolate(self.qpos, phase, stride_speed)
+
+    def _interpolate(self, table: np.ndarray, phase: np.ndarray,
+                     stride_speed: np.ndarray) -> np.ndarray:
         points = self.config.phase_points
         x = np.asarray(phase) * points
         i0 = np.floor(x).astype(np.int64) % points
@@ -93,10 +102,9 @@ class GaitPrior:
         s = np.interp(stride_speed, self.speeds, np.arange(len(self.speeds)))
         j0 = np.minimum(np.floor(s).astype(np.int64), len(self.speeds) - 2)
         b = (s - j0)[:, None]
-        t = self.table
 
         def at(j):
-            return (1 - a) * t[j, i0] + a * t[j, i1]
+            return (1 - a) * table[j, i0] + a * table[j, i1]
 
         return (1 - b) * at(j0) + b * at(j0 + 1)
 

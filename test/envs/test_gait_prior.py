@@ -117,3 +117,18 @@ def test_no_delta_origin_is_the_neutral_pose_whatever_the_task():
 def test_a_bad_gait_prior_config_names_the_key(field, value):
     with pytest.raises(ConfigError, match=f"gait_prior.{field}"):
         dataclasses.replace(GaitPriorConfig(), **{field: value})
+
+
+def test_joint_imitation_follows_the_gait_prior_without_a_reference_file():
+    from cassie_rl_ros.envs.cassie_env import TermConfig
+    from cassie_rl_ros.envs.rewards import imitation_joints
+
+    config = CassieEnvConfig(action="gait_prior", gait_prior=PRIOR, policy_substeps=4,
+                             rewards={"imitation_joints": TermConfig(1.0)})
+    env = CassieEnv(config, num_envs=2, seed=2)
+    _, rewards, _, _ = env.step(np.zeros((2, 10)))
+    gait = GaitPrior(GAIT, PRIOR).joint_positions(env.task.phase, env.task.command[:, 0])
+    ctx = dataclasses.replace(env._context(env._foot_pos), reference_qpos=gait)
+    np.testing.assert_allclose(rewards, imitation_joints(ctx))
+    with pytest.raises(ConfigError, match="reference_path"):
+        CassieEnvConfig(action="gait_prior", rewards={"imitation_com": TermConfig(1.0)})
