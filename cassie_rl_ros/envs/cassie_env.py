@@ -327,13 +327,19 @@ class CassieEnv(VecEnv):
             hit = fn(ctx, **term.params)
             terminated |= hit
             log[f"termination/{name}"] = float(hit.mean())
+        # Whether it moves at all, apart from how well it tracks: the commanded and the actual
+        # forward speed, and their gap.
+        forward = ctx.heading_frame_velocity()[:, 0]
+        log["speed/forward"] = float(forward.mean())
+        log["speed/command"] = float(ctx.command[:, 0].mean())
+        log["speed/forward_error"] = float(np.abs(forward - ctx.command[:, 0]).mean())
         time_outs = (self.episode_step >= self.max_episode_steps) & ~terminated
         dones = terminated | time_outs
         # A diverged simulation was put back on its feet inside the step: its last state is
         # not one to reward.
         rewards[self.sim.diverged] = 0.0
         if self.curriculum.enabled:
-            self.curriculum.record(np.abs(ctx.heading_frame_velocity()[:, 0] - ctx.command[:, 0]))
+            self.curriculum.record(np.abs(forward - ctx.command[:, 0]))
             ended = np.flatnonzero(dones)
             if ended.size:
                 self.curriculum.episodes_ended(ended, self.episode_step[ended], time_outs[ended],

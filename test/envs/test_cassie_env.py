@@ -158,6 +158,23 @@ def test_reset_can_start_the_robot_moving_at_the_commanded_velocity():
         reset(command_velocity=1.5)
 
 
+def test_the_log_reports_the_forward_speed_along_the_commanded_heading():
+    command = from_dict(type(CassieEnvConfig().command),
+                        {"forward": [0.6, 0.6], "zero_probability": 0.0})
+    env = CassieEnv(small_config(command=command, reset=from_dict(
+        type(CassieEnvConfig().reset), {"command_velocity": 1.0})), num_envs=3)
+    env.reset()
+    _, _, _, extras = env.step(np.zeros((3, 10)))
+    heading = env.task.target_heading
+    vel = env.sim.pelvis_twist()[0]
+    along = np.cos(heading) * vel[:, 0] + np.sin(heading) * vel[:, 1]
+    log = extras["log"]
+    assert log["speed/forward"] == pytest.approx(along.mean())
+    assert log["speed/command"] == pytest.approx(0.6)
+    assert log["speed/forward_error"] == pytest.approx(np.abs(along - 0.6).mean())
+    assert log["speed/forward"] > 0.2  # it was launched forward: the sign is right
+
+
 def test_time_out_is_reported_as_truncation():
     cfg = small_config(episode_seconds=0.09, terminations={})
     env = CassieEnv(cfg, num_envs=2)
