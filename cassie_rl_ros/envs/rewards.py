@@ -96,6 +96,17 @@ def resolve(name: str, registry: dict[str, RewardFn], kind: str) -> RewardFn:
                      f"(or give package.module:function)")
 
 
+# ---------------------------------------------------------------------- survival
+
+
+@reward_term
+def alive(ctx: StepContext) -> np.ndarray:
+    """1 per step survived. A negative weight lowers what every step is worth, and with it what
+    a fall costs against the reward still to come: a policy that fears falling more than it
+    wants the gait terms settles on shuffling with both feet loaded."""
+    return np.ones(ctx.pelvis_pos.shape[0])
+
+
 # ---------------------------------------------------------------------- speed tracking
 
 

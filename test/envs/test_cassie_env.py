@@ -244,6 +244,15 @@ def test_periodic_terms_punish_force_in_swing_and_speed_in_stance():
     assert r[0] == pytest.approx(1.0) and r[1] < 0.5
 
 
+def test_a_negative_alive_weight_lowers_every_step_by_that_much():
+    base = {"upright": TermConfig(0.5)}
+    rewards = []
+    for terms in (base, {**base, "alive": TermConfig(-0.4)}):
+        env = CassieEnv(small_config(rewards=terms), num_envs=2, seed=4)
+        rewards.append(env.step(np.zeros((2, 10)))[1])
+    np.testing.assert_allclose(rewards[1], rewards[0] - 0.4)
+
+
 def test_a_user_reward_term_is_named_by_module_path(tmp_path, monkeypatch):
     (tmp_path / "my_cassie_terms.py").write_text(
         "import numpy as np\n\n"
