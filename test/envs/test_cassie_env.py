@@ -250,7 +250,7 @@ def test_a_negative_alive_weight_lowers_every_step_by_that_much():
     for terms in (base, {**base, "alive": TermConfig(-0.4)}):
         env = CassieEnv(small_config(rewards=terms), num_envs=2, seed=4)
         rewards.append(env.step(np.zeros((2, 10)))[1])
-    np.testing.assert_allclose(rewards[1], rewards[0] - 0.4)
+    np.testing.assert_allclose(rewards[1], rewards[0] - 0.4, atol=1e-6)
 
 
 def test_a_user_reward_term_is_named_by_module_path(tmp_path, monkeypatch):
