@@ -23,7 +23,8 @@ from cassie_rl_ros.envs.observations import (ObservationBuilder, ObservationConf
                                              action_mirror_matrix, gravity_in_frame)
 from cassie_rl_ros.envs.reference import (MOTOR_QPOS_INDEX, SHIN_QPOS_INDEX, check_layout,
                                           load_reference)
-from cassie_rl_ros.envs.rewards import (REWARD_TERMS, TERMINATIONS, StepContext, resolve)
+from cassie_rl_ros.envs.rewards import (REWARD_TERMS, TERMINATIONS, StepContext, resolve,
+                                        swing_airborne)
 from cassie_rl_ros.envs.vec_env import VecEnv
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError
@@ -333,6 +334,11 @@ class CassieEnv(VecEnv):
         log["speed/forward"] = float(forward.mean())
         log["speed/command"] = float(ctx.command[:, 0].mean())
         log["speed/forward_error"] = float(np.abs(forward - ctx.command[:, 0]).mean())
+        # Whether it steps at all: 0 means it stands on both feet whatever the clock says.
+        swing = ctx.swing()
+        if (swing > 0.99).any():
+            log["gait/swing_airborne"] = float(swing_airborne(swing, ctx.foot_force).sum()
+                                               / (swing > 0.99).sum())
         time_outs = (self.episode_step >= self.max_episode_steps) & ~terminated
         dones = terminated | time_outs
         # A diverged simulation was put back on its feet inside the step: its last state is

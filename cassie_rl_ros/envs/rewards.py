@@ -53,18 +53,35 @@ class StepContext:
         return np.stack([c * v[:, 0] + s * v[:, 1], -s * v[:, 0] + c * v[:, 1], v[:, 2]], axis=1)
 
     def swing(self) -> np.ndarray:
-        """(N, 2) 1 where a foot should be in the air, 0 in stance, ramped near the edges.
+        """(N, 2) 1 where a foot should be in the air, 0 in stance (:func:`swing_share`)."""
+        return swing_share(self.phase, self.swing_ratio, self.leg_phase_offset)
 
-        Each leg swings in the last ``swing_ratio`` of its own cycle; the ramp (4 % of the cycle)
-        keeps the reward continuous in phase.
-        """
-        leg_phase = (self.phase[:, None] + np.asarray(self.leg_phase_offset)[None]) % 1.0
-        start = 1.0 - self.swing_ratio
-        inside = leg_phase >= start
-        # Signed distance to the nearest edge of the swing window on the phase circle.
-        distance = np.where(inside, np.minimum(leg_phase - start, 1.0 - leg_phase),
-                            -np.minimum(start - leg_phase, leg_phase))
-        return np.clip(0.5 + distance / 0.04, 0.0, 1.0)
+
+def swing_share(phase: np.ndarray, swing_ratio: float,
+                leg_phase_offset: tuple[float, float]) -> np.ndarray:
+    """(N, 2) 1 where a foot should be in the air at gait phases (N,), 0 in stance, ramped near
+    the edges.
+
+    Each leg swings in the last ``swing_ratio`` of its own cycle; the ramp (4 % of the cycle)
+    keeps the reward continuous in phase.
+    """
+    leg_phase = (np.asarray(phase)[:, None] + np.asarray(leg_phase_offset)[None]) % 1.0
+    start = 1.0 - swing_ratio
+    inside = leg_phase >= start
+    # Signed distance to the nearest edge of the swing window on the phase circle.
+    distance = np.where(inside, np.minimum(leg_phase - start, 1.0 - leg_phase),
+                        -np.minimum(start - leg_phase, leg_phase))
+    return np.clip(0.5 + distance / 0.04, 0.0, 1.0)
+
+
+CONTACT_FORCE = 50.0
+"""N: a foot pressing on the ground harder than this is in contact (Cassie weighs 327 N)."""
+
+
+def swing_airborne(swing: np.ndarray, foot_force: np.ndarray) -> np.ndarray:
+    """(N, 2) True where the clock has a foot in full swing (``swing`` (N, 2), see
+    :func:`swing_share`) and it is off the ground (``foot_force`` (N, 2, 3))."""
+    return (swing > 0.99) & (foot_force[..., 2] < CONTACT_FORCE)
 
 
 RewardFn = Callable[..., np.ndarray]

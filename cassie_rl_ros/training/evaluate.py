@@ -21,13 +21,12 @@ import numpy as np
 
 from cassie_rl_ros.envs.cassie_env import CassieEnv, CassieEnvConfig
 from cassie_rl_ros.envs.observations import quat_yaw, wrap_angle
+from cassie_rl_ros.envs.rewards import CONTACT_FORCE, swing_airborne, swing_share
 from cassie_sim_ros.config import from_dict, to_dict
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 
 CRITERIA = {"min_height": 0.6, "speed_error": 0.1, "lateral_drift": 0.5, "yaw_drift_deg": 15.0}
-CONTACT_FORCE = 50.0
-"""N: a foot pressing on the ground harder than this is in contact (Cassie weighs 327 N)."""
 MIN_STEP = 0.05
 """m: below this mean step length the robot steps in place and asymmetry means nothing."""
 
@@ -112,6 +111,9 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
     max_lateral = np.zeros(episodes)
     max_yaw = np.zeros(episodes)
     steps_taken = StepLengths(start_yaw)
+    swing_steps = np.zeros(episodes)
+    airborne_steps = np.zeros(episodes)
+    gait = env.config.gait
     for k in range(steps):
         if push_force > 0.0 and k == push_step:
             if push_direction == "lateral":  # along the robot's own left/right axis
@@ -124,7 +126,12 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
         pos, quat = env.sim.pelvis_pose()
         vel, _ = env.sim.pelvis_twist()
         min_height = np.minimum(min_height, pos[:, 2])
-        steps_taken.update(env.sim.foot_forces(), env.sim.foot_positions(), record=k >= settle)
+        forces = env.sim.foot_forces()
+        steps_taken.update(forces, env.sim.foot_positions(), record=k >= settle)
+        if k >= settle:
+            swing = swing_share(env.task.phase, gait.swing_ratio, gait.leg_phase_offset)
+            swing_steps += (swing > 0.99).sum(axis=1)
+            airborne_steps += swing_airborne(swing, forces).sum(axis=1)
         c, s = np.cos(start_yaw), np.sin(start_yaw)
         if k >= settle:
             forward_speed = c * vel[:, 0] + s * vel[:, 1]
@@ -136,7 +143,11 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
     fell = min_height < CRITERIA["min_height"]
     passed = (~fell & (speed_error < CRITERIA["speed_error"])
               & (max_lateral < CRITERIA["lateral_drift"]) & (max_yaw < CRITERIA["yaw_drift_deg"]))
-    gaits = [steps_taken.summary(e) for e in range(episodes)]
+    # The share of the clock's swing time each episode's feet spent in the air: near 0, the
+    # robot stands on both feet whatever the clock says.
+    airborne = airborne_steps / np.maximum(swing_steps, 1)
+    gaits = [{**steps_taken.summary(e), "swing_airborne": round(float(airborne[e]), 3)}
+             for e in range(episodes)]
     asymmetries = [g["step_asymmetry"] for g in gaits if g["step_asymmetry"] is not None]
     return {
         "episodes": episodes, "seconds": seconds, "push_force_n": push_force,
@@ -147,6 +158,7 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
         "max_lateral_drift_m": float(max_lateral.max()),
         "max_yaw_drift_deg": float(max_yaw.max()),
         "mean_step_asymmetry": float(np.mean(asymmetries)) if asymmetries else None,
+        "mean_swing_airborne": float(airborne.mean()),
         "per_episode": [
             {"command": round(float(v), 3), "passed": bool(p), "fell": bool(f),
              "speed_error": round(float(e), 4), "lateral_drift": round(float(y), 4),

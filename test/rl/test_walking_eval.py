@@ -30,6 +30,8 @@ def test_a_robot_that_falls_fails_whatever_its_command():
     for episode, command in zip(result["per_episode"], (0.0, 0.6)):
         assert episode["fell"] and not episode["passed"] and episode["command"] == command
         assert episode["min_height"] < 0.6
+        assert 0.0 <= episode["swing_airborne"] <= 1.0
+    assert 0.0 <= result["mean_swing_airborne"] <= 1.0
 
 
 def test_step_lengths_are_measured_at_touchdown_along_the_starting_heading():
@@ -69,3 +71,17 @@ def test_step_lengths_are_measured_at_touchdown_along_the_starting_heading():
         positions[0, 0, 0] = xl
         in_place.update(forces, positions)
     assert in_place.summary(0)["step_asymmetry"] is None  # stepping in place
+
+
+def test_a_foot_counts_as_airborne_only_in_full_swing_and_off_the_ground():
+    from cassie_rl_ros.envs.rewards import CONTACT_FORCE, swing_airborne, swing_share
+
+    # Phase 0.8 with legs offset (0, 0.5) and swing ratio 0.4: left in mid-swing, right in
+    # mid-stance; phase 0.6 is the edge of the left swing window (ramped, not full).
+    swing = swing_share(np.array([0.8, 0.8, 0.6]), 0.4, (0.0, 0.5))
+    np.testing.assert_allclose(swing, [[1.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
+    forces = np.zeros((3, 2, 3))
+    forces[:, :, 2] = [[0.0, 300.0], [CONTACT_FORCE + 100.0, 0.0], [0.0, 0.0]]
+    np.testing.assert_array_equal(swing_airborne(swing, forces),
+                                  [[True, False], [False, False], [False, False]])
+
