@@ -10,7 +10,9 @@ from pathlib import Path
 
 TINY_TRAINING = ("runner.max_iterations=1", "runner.num_envs=2", "runner.num_steps_per_env=8",
                  "runner.eval_interval=0", "runner.num_threads=1",
-                 "runner.export_torchscript=false", "runner.experiment_name=tiny")
+                 "runner.export_torchscript=false", "runner.experiment_name=tiny",
+                 # The whole command range: a curriculum would limit what it may be commanded.
+                 "env.command.curriculum.enabled=false")
 
 
 def train_tiny_policy(log_dir: Path, *overrides: str) -> Path:

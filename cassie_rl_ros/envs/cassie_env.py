@@ -369,6 +369,11 @@ class CassieEnv(VecEnv):
             extras["critic_obs"] = critic_obs.copy()
         return obs.copy(), rewards.astype(np.float32), dones, extras
 
+    def trained_forward_max(self) -> float | None:
+        if not self.curriculum.enabled or self.curriculum.limit >= self.config.command.forward[1]:
+            return None
+        return max(self.config.command.forward[0], self.curriculum.limit)
+
     def get_state(self) -> dict:
         """Simulator, per-env counters, commands and the generator: enough to continue exactly."""
         return {"sim": self.sim.get_state(), "phase": self.task.phase.copy(),

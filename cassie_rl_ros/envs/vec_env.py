@@ -114,6 +114,11 @@ class VecEnv(abc.ABC):
         """Restore what :meth:`get_state` returned (same ``num_envs`` and config)."""
         raise NotImplementedError(f"{type(self).__name__} does not support set_state")
 
+    def trained_forward_max(self) -> float | None:
+        """The fastest forward command trained so far where a curriculum holds it below the
+        config's range (saved with the policy: deployment clamps to it), else None."""
+        return None
+
     def close(self) -> None:
         """Release simulator resources. The default does nothing."""
 

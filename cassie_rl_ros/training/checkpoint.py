@@ -21,8 +21,10 @@ previous checkpoint, never a half-written one. Anything unreadable raises
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import warnings
@@ -46,6 +48,8 @@ from .config import TrainConfig
 
 POLICY_FILE = "policy.safetensors"
 CONFIG_FILE = "config.yaml"
+TRAINED_FORWARD_MAX = "trained_forward_max"
+"""Policy metadata key: the forward command limit a curriculum had reached."""
 STATE_TENSORS_FILE = "state.safetensors"
 STATE_JSON_FILE = "state.json"
 MANIFEST_FILE = "manifest.json"
@@ -181,10 +185,13 @@ def _read_config(path: Path) -> TrainConfig:
 
 
 def save_policy(policy: ActorCritic, cfg: TrainConfig, directory: str | Path,
-                torchscript: bool = False) -> None:
+                torchscript: bool = False, trained_forward_max: float | None = None) -> None:
     """Write ``policy.safetensors`` and ``config.yaml`` (and ``policy.pt``) into ``directory``.
 
-    Not atomic by itself; :func:`write_dir_atomically` wraps it for checkpoints.
+    ``trained_forward_max``: the fastest forward command a curriculum had reached, when below
+    the config's range; :func:`load_policy` narrows the range to it (``config.yaml`` stays the
+    training config, so that a resumed run keeps its curriculum). Not atomic by itself;
+    :func:`write_dir_atomically` wraps it for checkpoints.
     """
     directory = Path(directory)
     metadata = {
@@ -193,6 +200,8 @@ def save_policy(policy: ActorCritic, cfg: TrainConfig, directory: str | Path,
         "num_actions": str(policy.num_actions),
         "num_critic_obs": "" if policy.num_critic_obs is None else str(policy.num_critic_obs),
     }
+    if trained_forward_max is not None:
+        metadata[TRAINED_FORWARD_MAX] = repr(float(trained_forward_max))
     state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     save_file(state, str(directory / POLICY_FILE), metadata=metadata)
     (directory / CONFIG_FILE).write_text(dump_yaml(cfg))
@@ -276,11 +285,31 @@ def load_policy(path: str | Path) -> tuple[ActorCritic, TrainConfig]:
     cfg = _read_config(policy_file.parent / CONFIG_FILE)
     state, meta = _read_safetensors(policy_file)
     policy = _build_policy(state, meta, cfg, policy_file)
+    cfg = _trained_commands(cfg, meta, policy_file)
     policy.eval()
     for module in policy.modules():
         if isinstance(module, ObservationNormalizer):
             module.frozen = True
     return policy, cfg
+
+
+def _trained_commands(cfg: TrainConfig, meta: dict[str, str], path: Path) -> TrainConfig:
+    """``cfg`` with the forward command range cut to what the policy was trained on."""
+    if TRAINED_FORWARD_MAX not in meta:
+        return cfg
+    try:
+        top = float(meta[TRAINED_FORWARD_MAX])
+    except ValueError:
+        raise CheckpointError(f"{path}: metadata {TRAINED_FORWARD_MAX}="
+                              f"{meta[TRAINED_FORWARD_MAX]!r} is not a number") from None
+    command = getattr(cfg.env, "command", None)
+    if command is None or not math.isfinite(top):
+        raise CheckpointError(f"{path}: metadata {TRAINED_FORWARD_MAX}={top!r} does not fit "
+                              "its config")
+    low, high = command.forward
+    forward = (low, min(high, max(low, top)))
+    return dataclasses.replace(cfg, env=dataclasses.replace(
+        cfg.env, command=dataclasses.replace(command, forward=forward)))
 
 
 def load_ensemble(paths: Sequence[str | Path]) -> tuple[EnsemblePolicy, list[TrainConfig]]:
@@ -440,13 +469,14 @@ class Checkpoint:
 
 
 def save_checkpoint(directory: str | Path, policy: ActorCritic, cfg: TrainConfig,
-                    state: dict[str, Any], torchscript: bool = False) -> Path:
+                    state: dict[str, Any], torchscript: bool = False,
+                    trained_forward_max: float | None = None) -> Path:
     """Atomically write a training checkpoint folder (policy, config, ``state``)."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = encode_tree(state, tensors)
 
     def write(tmp: Path) -> None:
-        save_policy(policy, cfg, tmp, torchscript)
+        save_policy(policy, cfg, tmp, torchscript, trained_forward_max)
         save_file(tensors, str(tmp / STATE_TENSORS_FILE), metadata={"format": STATE_FORMAT})
         (tmp / STATE_JSON_FILE).write_text(
             json.dumps({"format": STATE_FORMAT, "state": skeleton}, indent=1) + "\n"

@@ -284,7 +284,8 @@ class OnPolicyRunner:
             "env": self.env.get_state(),
         }
         path = save_checkpoint(self.run_dir / "checkpoint", self.policy, self.cfg, state,
-                               torchscript=self.cfg.runner.export_torchscript)
+                               torchscript=self.cfg.runner.export_torchscript,
+                               trained_forward_max=self.env.trained_forward_max())
         self.last_checkpoint_iteration = self.iteration
         return path
 
@@ -292,7 +293,8 @@ class OnPolicyRunner:
         info = {"iteration": self.iteration, "test_return": test_return}
 
         def write(tmp: Path) -> None:
-            save_policy(self.policy, self.cfg, tmp, self.cfg.runner.export_torchscript)
+            save_policy(self.policy, self.cfg, tmp, self.cfg.runner.export_torchscript,
+                        self.env.trained_forward_max())
             (tmp / "best.json").write_text(json.dumps(info) + "\n")
 
         write_dir_atomically(self.run_dir / "best", write)

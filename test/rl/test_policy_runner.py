@@ -367,6 +367,28 @@ def test_an_ensemble_takes_only_commands_every_member_was_trained_on(tmp_path, p
         load_policy_files([policy_dir, tmp_path / "fast"])
 
 
+def test_a_policy_saved_mid_curriculum_is_commanded_only_what_it_was_trained_on(tmp_path,
+                                                                                policy_dir):
+    from cassie_rl_ros.training.checkpoint import TRAINED_FORWARD_MAX, load_checkpoint
+
+    run = train_tiny_policy(tmp_path, "env.command.curriculum.enabled=true",
+                            "env.command.curriculum.start=0.3", "runner.eval_interval=1")
+    for saved in (run / "checkpoint", run / "best"):
+        policy, cfg = load_policy(saved)
+        assert cfg.env.command.forward == pytest.approx((0.0, 0.3)), saved
+    # The checkpoint's own config keeps the whole range: a resumed run keeps its curriculum.
+    assert load_checkpoint(run / "checkpoint").config.env.command.forward == (0.0, 1.0)
+    runner = PolicyRunner.load(run / "best", speed=0.8)
+    assert runner.command[0] == pytest.approx(0.3)
+    assert "clamped" in (runner.initial_feedback[0].warning or "")
+    # The limit travels in the policy file (copied as is by `cassie-rl ship`); a policy
+    # trained on the whole range carries none.
+    from safetensors import safe_open
+    for saved, limit in ((run / "best", "0.3"), (policy_dir / "checkpoint", None)):
+        with safe_open(str(saved / "policy.safetensors"), "pt") as f:
+            assert f.metadata().get(TRAINED_FORWARD_MAX) == limit
+
+
 def test_missing_policies_say_where_they_looked(tmp_path):
     with pytest.raises(PolicyError, match="no such policy"):
         PolicyRunner.load(tmp_path / "nothing")
