@@ -31,6 +31,11 @@ def policy_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def no_delta_policy_dir(tmp_path_factory):
+    return train_tiny_policy(tmp_path_factory.mktemp("no_delta"), "env.action=no_delta")
+
+
+@pytest.fixture(scope="module")
 def gait_prior_policy_dir(tmp_path_factory):
     return train_tiny_policy(tmp_path_factory.mktemp("gait_prior"), "env.action=gait_prior",
                              "env.gait_prior.speed_spacing=0.6",
@@ -68,8 +73,7 @@ def exact_env_config(config: CassieEnvConfig) -> CassieEnvConfig:
 
 @pytest.mark.parametrize("action_mode", ["no_delta", "gait_prior"])
 def test_node_path_gives_bit_identical_actions_to_the_env_path(request, action_mode):
-    policy_dir = request.getfixturevalue(
-        "policy_dir" if action_mode == "no_delta" else "gait_prior_policy_dir")
+    policy_dir = request.getfixturevalue(f"{action_mode}_policy_dir")
     policy_fn, env_config = load_policy_fn([str(policy_dir)])
     runner = PolicyRunner.load(policy_dir, speed=0.6)
     env = CassieEnv(exact_env_config(env_config), num_envs=1, seed=3)
