@@ -4,7 +4,8 @@
     cassie-rl plot-run runs/walk runs/walk_mirror --out compare.png --x hours
 
 One figure, one panel per curve (episode length, batch and test return, the speed-tracking
-reward term, the speed curriculum's limit, throughput), every run overlaid and labelled by its
+reward term, forward speed and its error, the share of swing time the feet are in the air, the
+speed curriculum's limit, throughput), every run overlaid and labelled by its
 folder name. A run that lacks a curve (an older run, another task) is named in that panel. A
 missing or corrupt ``metrics.jsonl`` gives one line on stderr and exit code 1.
 """
@@ -22,6 +23,10 @@ PANELS = (
     ("return/batch", "batch return"),
     ("return/test", "test return (deterministic)"),
     ("env/reward/forward_velocity", "forward-speed reward term"),
+    ("env/speed/forward", "mean forward speed (m/s)"),
+    ("env/speed/forward_error", "mean |forward speed - command| (m/s)"),
+    # Near 0: it stands on both feet whatever the clock says, and cannot walk.
+    ("env/gait/swing_airborne", "swing feet off the ground (share of swing time)"),
     ("env/curriculum/forward_max", "curriculum: top speed command (m/s)"),
     ("perf/steps_per_s", "env steps / s"),
 )
@@ -74,8 +79,8 @@ def plot_runs(runs: dict[str, list[dict]], out: Path, x_axis: str = "steps") -> 
     from matplotlib.figure import Figure
 
     x_key, x_scale, x_label = X_AXES[x_axis]
-    fig = Figure(figsize=(15, 8), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
+    fig = Figure(figsize=(15, 11), layout="constrained")
+    axes = fig.subplots(3, 3).ravel()
     for ax, (key, title) in zip(axes, PANELS):
         missing = []
         for label, rows in runs.items():
