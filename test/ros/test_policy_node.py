@@ -95,8 +95,9 @@ def wait_for_log(proc, text: str, timeout: float = 10.0) -> bool:
     return True
 
 
-def env_actions(policy_dir: Path, speed: float, steps: int) -> np.ndarray:
-    """The training env's actions from the standing start, without noise or randomness."""
+def env_actions(policy_dir: Path, speed: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training env's actions from the standing start, without noise or randomness, and
+    its PD targets of the first step."""
     policy_fn, env_config = load_policy_fn([str(policy_dir)])
     data = to_dict(env_config)
     data["sim"]["sensor_noise"] = False
@@ -109,12 +110,14 @@ def env_actions(policy_dir: Path, speed: float, steps: int) -> np.ndarray:
     env.reset()
     env.set_commands(command=np.array([[speed, 0.0, 0.0]]), step_frequency=np.ones(1))
     obs = env.obs_builder.build(env.sim.sensors(), env.task)  # with the command just set
-    actions = []
+    actions, first_targets = [], None
     for _ in range(steps):
         action = policy_fn(obs)
         actions.append(action[0].astype(np.float64))
         obs, _, _, _ = env.step(action)
-    return np.array(actions)
+        if first_targets is None:
+            first_targets = env.sim.pd_command()["p_target"][0]
+    return np.array(actions), first_targets
 
 
 # ------------------------------------------------------------------ tests
@@ -142,15 +145,15 @@ def test_policy_node_drives_the_lockstep_simulator_exactly_as_the_env(start_node
     assert probe.spin_until(lambda: len(probe.actions) >= steps, 60.0), (
         len(probe.actions), log_of(policy), log_of(sim))
 
-    expected = env_actions(policy_dir, speed, steps)
+    expected, expected_targets = env_actions(policy_dir, speed, steps)
     got = np.array(probe.actions[:steps])
     assert got.shape == (steps, 10)
     assert np.array_equal(got, expected), np.abs(got - expected).max()
     targets = probe.targets[0]
     assert list(targets.name) == list(C.MOTOR_NAMES)
     assert list(targets.velocity) == [0.0] * 10 and list(targets.effort) == [0.0] * 10
-    assert np.array_equal(np.array(targets.position),
-                          C.NEUTRAL_MOTOR_OFFSET + np.clip(expected[0], -1.5, 1.5))
+    # The env's targets: the action on its origin (the gait prior's pose at the start phase).
+    assert np.array_equal(np.array(targets.position), expected_targets)
     assert "watchdog" not in log_of(sim)  # every target arrived in time
 
 
