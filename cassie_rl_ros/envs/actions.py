@@ -97,4 +97,5 @@ def reference_state(reference: ReferenceTrajectory, task: TaskInputs, dt: float,
     return reference.qpos[index], reference.qvel[index]
 
 
-__all__ = ["ActionOrigin", "advance_clock", "advance_phase", "clip_actions", "motor_targets", "reference_state"]
+__all__ = ["ActionOrigin", "advance_clock", "advance_phase", "clip_actions", "motor_targets",
+           "reference_state"]

@@ -195,7 +195,8 @@ class CassieEnvConfig:
                 raise ConfigError(f"terminations.{name}: unknown termination; registered: "
                                   f"{', '.join(sorted(TERMINATIONS))}")
         # The gait prior stands in for a reference in the joint imitation terms.
-        joint_terms = ("imitation_joints", "imitation_spring") if self.action == "gait_prior" else ()
+        joint_terms = (("imitation_joints", "imitation_spring") if self.action == "gait_prior"
+                       else ())
         needs_reference = (self.action == "delta" or self.observation.reference
                            or any(n.startswith("imitation") and n not in joint_terms
                                   for n in self.rewards))

@@ -8,11 +8,11 @@ commanded stride and learns to balance it. Like ``delta`` (the original's refere
 but computed from the gait clock and the command alone, for any speed, with no recorded file:
 the policy node computes the same table from the same config.
 
-The gait, per leg, relative to the pelvis (which moves at the commanded speed ``v``, at a constant
-height): in stance the foot stays on the ground and slides back under the pelvis from
-``+v·t_stance/2`` to ``−v·t_stance/2``; in swing it comes forward along a cosine profile and lifts
-``step_height`` at mid-swing. Stance and swing follow the clock exactly as the periodic rewards do
-(``StepContext.swing``). Joint angles come from inverse kinematics on the project's model,
+The gait, per leg, relative to the pelvis (which moves at the commanded speed ``v``, at a
+constant height): in stance the foot stays on the ground and slides back under the pelvis from
+``+v·t_stance/2`` to ``−v·t_stance/2``; in swing it comes forward along a cosine profile and
+lifts ``step_height`` at mid-swing. Stance and swing follow the clock exactly as the periodic
+rewards do (``rewards.swing_share``). Joint angles come from inverse kinematics on the project's model,
 closed chains included, with the springs as in standing, the hips unyawed and the feet level.
 """
 
