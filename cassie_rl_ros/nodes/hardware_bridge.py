@@ -228,8 +228,15 @@ class HardwareBridge(Node):
             except (PermissionError, AttributeError, OSError) as err:
                 self.get_logger().warning(f"rt_priority {self.config.rt_priority} refused "
                                           f"({err}); the UDP loop runs with normal scheduling")
+        from rclpy._rclpy_pybind11 import InvalidHandle
+
         try:
             self.run_lockstep() if self.lockstep else self.run_realtime()
+        except InvalidHandle:
+            # Ctrl-C took ROS down under the loop (its publishers are gone): the loop ends here
+            # and the damping packet below still goes out. Anything else is a real error.
+            if self.context.ok() and not self.stop.is_set():
+                raise
         finally:
             # Leave the robot damping (it zeroes the input 100 ms later anyway).
             self.core.clear_target()
