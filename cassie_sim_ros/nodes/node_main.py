@@ -67,10 +67,16 @@ def ros_session(name: str, ros_args: Sequence[str]) -> Iterator[None]:
         yield
 
 
-def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
-    """``executor.spin()`` that ends quietly when the executor or the context is shut down."""
-    with contextlib.suppress(ExternalShutdownException, KeyboardInterrupt):
-        executor.spin()
+def spin_until_shutdown(executor: SingleThreadedExecutor,
+                        finished: threading.Event | None = None) -> None:
+    """``executor.spin()`` that ends quietly when the executor or the context is shut down;
+    ``finished`` is set once the spin and the exception that ended it are gone."""
+    try:
+        with contextlib.suppress(ExternalShutdownException, KeyboardInterrupt):
+            executor.spin()
+    finally:
+        if finished is not None:
+            finished.set()
 
 
 @contextlib.contextmanager
@@ -78,20 +84,24 @@ def spinning(node: Node, timeout: float = 2.0) -> Iterator[threading.Thread]:
     """The node's callbacks served on a background thread while the main thread runs the loop.
 
     On exit the thread is out of rclpy before the node is destroyed: a thread still waiting in
-    rclpy's C++ when the context goes aborts the process ("terminate called ..."). A callback
+    rclpy's C++ when the context goes aborts the process ("terminate called ..."). So does one
+    still freeing the spin's last frames (torch tensors release the GIL while they go) when the
+    interpreter finalises, and ``Thread.join`` was measured returning before that (1 exit in 3
+    aborted): the ``finished`` event, set after them, is what the exit waits for. A callback
     that outlasts ``timeout`` keeps its node: the process is ending and reclaims both.
     """
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,),
+    finished = threading.Event()
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor, finished),
                                name=f"{node.get_name()}-spin", daemon=True)
     spinner.start()
     try:
         yield spinner
     finally:
         executor.shutdown(timeout_sec=timeout)
-        spinner.join(timeout=timeout)
-        if not spinner.is_alive():
+        if finished.wait(timeout=timeout):
+            spinner.join(timeout=timeout)
             node.destroy_node()
 
 

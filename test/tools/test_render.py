@@ -179,7 +179,8 @@ def test_viewer_node_renders_the_simulator_nodes_robot(policy_dir, tmp_path, ros
         assert "inputs fresh: publishing" in logs["policy_node"], logs
     finally:
         codes = running.stop()
-    assert codes["sim_node"] == 0 and codes["policy_node"] == 0, codes
+    assert codes["sim_node"] == 0 and codes["policy_node"] == 0, (
+        codes, {n: p.read_text(errors="replace")[-2000:] for n, p in running.logs.items()})
     files = sorted(frames.glob("frame_*.png"))
     # 1 s of sim time at 30 fps; a real-time simulation does not wait for a slow renderer, so
     # frames it could not keep up with are dropped.
