@@ -403,6 +403,10 @@ class CassieEnv(VecEnv):
             self.curriculum.set_state(state["curriculum"])
         self.rng.bit_generator.state = state["rng"]
 
+    def restore_progress(self, state: dict) -> None:
+        if "curriculum" in state:
+            self.curriculum.set_stage(state["curriculum"])
+
     def close(self) -> None:
         self.sim = None
 

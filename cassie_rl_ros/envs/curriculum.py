@@ -89,5 +89,11 @@ class SpeedCurriculum:
         self.error_sum = np.array(state["error_sum"], dtype=float)
         self.ended, self.successes = int(state["ended"]), int(state["successes"])
 
+    def set_stage(self, state: dict) -> None:
+        """Only the limit and the episodes judged at it from :meth:`get_state` (the running
+        episodes' error sums belong to envs that are not there any more)."""
+        self.limit = float(state["limit"])
+        self.ended, self.successes = int(state["ended"]), int(state["successes"])
+
 
 __all__ = ["SpeedCurriculum", "SpeedCurriculumConfig"]

@@ -114,6 +114,11 @@ class VecEnv(abc.ABC):
         """Restore what :meth:`get_state` returned (same ``num_envs`` and config)."""
         raise NotImplementedError(f"{type(self).__name__} does not support set_state")
 
+    def restore_progress(self, state: dict[str, Any]) -> None:
+        """From what :meth:`get_state` returned with another ``num_envs``, restore what does not
+        belong to single envs (a curriculum's stage), so a run resumed on more or fewer envs
+        keeps its progress while its episodes start afresh. The default restores nothing."""
+
     def trained_forward_max(self) -> float | None:
         """The fastest forward command trained so far where a curriculum holds it below the
         config's range (saved with the policy: deployment clamps to it), else None."""

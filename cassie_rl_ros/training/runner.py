@@ -351,6 +351,8 @@ class OnPolicyRunner:
                 print(f"resuming {self.run_dir} with fresh episodes: "
                       + ("the env cannot save its state" if same_envs else
                          "runner.num_envs changed"))
+            if state.get("env") is not None:
+                self.env.restore_progress(state["env"])  # before the reset draws commands
             self.env.reset()
             self.episode_return[:] = 0.0
             self.episode_length[:] = 0

@@ -69,6 +69,16 @@ def test_env_draws_commands_under_the_limit_and_keeps_it_across_state_restores()
     env.set_state(saved)
     assert env.curriculum.limit == pytest.approx(0.2)
 
+    # A run resumed on more envs starts fresh episodes but keeps the stage it had reached.
+    for _ in range(2):
+        env.step(np.zeros((4, 10), np.float32))
+    wider = CassieEnv(cfg, num_envs=6)
+    wider.restore_progress(env.get_state())
+    wider.reset()
+    assert wider.curriculum.limit == pytest.approx(0.4)
+    assert wider.curriculum.error_sum.shape == (6,)
+    assert wider.task.command[:, 0].max() <= 0.4
+
 
 def test_evaluation_config_judges_the_whole_range_from_standing():
     cfg = from_dict(CassieEnvConfig, {"command": {"curriculum": {"enabled": True}},
