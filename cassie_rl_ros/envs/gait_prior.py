@@ -12,8 +12,9 @@ The gait, per leg, relative to the pelvis (which moves at the commanded speed ``
 constant height): in stance the foot stays on the ground and slides back under the pelvis from
 ``+v·t_stance/2`` to ``−v·t_stance/2``; in swing it comes forward along a cosine profile and
 lifts ``step_height`` at mid-swing. Stance and swing follow the clock exactly as the periodic
-rewards do (``rewards.swing_share``). Joint angles come from inverse kinematics on the project's model,
-closed chains included, with the springs as in standing, the hips unyawed and the feet level.
+rewards do (``rewards.swing_share``). Joint angles come from inverse kinematics on the project's
+model, closed chains included, with the springs as in standing, the hips unyawed and the feet
+level.
 """
 
 from __future__ import annotations
