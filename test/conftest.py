@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import signal
 import subprocess
+import tempfile
 import zlib
 
 import pytest
@@ -24,9 +26,26 @@ _COUNTER = itertools.count()
 
 
 @pytest.fixture
-def ros_domain_id() -> int:
-    """A ROS_DOMAIN_ID in 1..101 that no other test of this run uses at the same time."""
-    return 1 + (_OFFSET + _WORKER + _WORKERS * next(_COUNTER)) % 101
+def ros_domain_id():
+    """A ROS_DOMAIN_ID in 1..101 that no other test on this machine uses at the same time.
+
+    Within a run the worker stride keeps ids apart; across runs (two checkouts tested at once)
+    an exclusive lock file per id does: with a shared id one run's policy node acted on the
+    other run's simulator states (seen in the bridge-vs-simulator-node comparison).
+    """
+    for _ in range(101):
+        domain_id = 1 + (_OFFSET + _WORKER + _WORKERS * next(_COUNTER)) % 101
+        lock = open(os.path.join(tempfile.gettempdir(),
+                                 f'cassie_rl_ros_test_domain_{domain_id}.lock'), 'w')
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        with lock:  # closing the file releases the lock
+            yield domain_id
+        return
+    pytest.fail('ROS domain ids 1..101 are all taken by other test runs on this machine')
 
 
 @pytest.fixture
