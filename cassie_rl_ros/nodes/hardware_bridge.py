@@ -203,23 +203,30 @@ class HardwareBridge(Node):
 
     def run_lockstep(self):
         steps = round(self.config.policy_period / LOOP_PERIOD)
-        initial_sent = False
+        # Until the first target, the first observation (one exchange) goes out again whenever
+        # a new reader of joint states or IMU appears, as the simulator node does: a policy
+        # whose two subscriptions match one by one still gets both halves of it (same stamp;
+        # it acts once per stamp).
+        initial, readers, started = None, (0, 0), False
         while not self.stop.is_set():
             try:
                 cmd = self.inbox.get(timeout=0.05)
             except queue.Empty:
-                # The first observation goes out once someone listens for it (to both halves:
-                # a policy acts on a joint state and an IMU reading with the same stamp).
-                if (not initial_sent and self.joint_pub.get_subscription_count() > 0
-                        and self.imu_pub.get_subscription_count() > 0):
-                    initial_sent = self.exchange()
-                    if initial_sent:
-                        self.publish(self.core.snapshot(self.robot_time))
+                if not started:
+                    now = (self.joint_pub.get_subscription_count(),
+                           self.imu_pub.get_subscription_count())
+                    if min(now) > 0 and any(n > seen for n, seen in zip(now, readers)):
+                        if initial is None and self.exchange():
+                            initial = self.core.snapshot(self.robot_time)
+                        if initial is None:
+                            continue  # no answer from the robot: ask again next time round
+                        self.publish(initial)
+                    readers = now
                 continue
             self.core.set_target(cmd, self.robot_time)
             if all(self.exchange() for _ in range(steps)):
                 self.publish(self.core.snapshot(self.robot_time))
-                initial_sent = True
+                started = True
 
     def run_link(self):
         if self.config.rt_priority:

@@ -380,8 +380,8 @@ def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: 
         p.node.create_subscription(JointState, "/cassie/pd_targets",
                                    lambda m: targets.append(np.array(m.position)), 100)
         # Listening before the policy starts, so no state is missed. Neither driver starts on
-        # this reader alone: the simulator repeats its initial state to each new reader until
-        # the first target, and the bridge sends it once a joint state and an IMU reader exist.
+        # this reader alone: until the first target, both repeat their initial state to each
+        # new reader (the bridge once joint states and IMU both have one).
         p.node.create_subscription(JointState, "/cassie/joint_states", on_state, 100)
         assert p.spin_until(lambda: p.node.count_publishers("/cassie/joint_states") > 0, 30.0)
         procs.append(start_node([sys.executable, "-m", "cassie_rl_ros.nodes.policy_node",
