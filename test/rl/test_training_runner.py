@@ -1,4 +1,5 @@
-"""OnPolicyRunner: exact resume, best policy, KL limit, NaN stop, clean stops, warm start."""
+"""OnPolicyRunner: exact resume, best policy, KL limit, NaN stop, clean stops, warm start,
+resume on a different number of envs."""
 
 from __future__ import annotations
 
@@ -271,3 +272,34 @@ def test_short_cassie_run_has_finite_losses_and_kl_under_the_limit(tmp_path):
             assert math.isfinite(row[key]), key
     assert math.isfinite(rows[-1]["return/test"])
     assert any(key.startswith("env/reward/") for key in rows[-1])
+
+
+def test_resume_on_more_envs_keeps_the_speed_curriculum_stage(tmp_path):
+    from cassie_rl_ros.envs.cassie_env import CassieEnvConfig, make_env
+    from cassie_sim_ros.config import from_dict, to_dict
+    from cassie_sim_ros.sim import SimConfig
+
+    env = CassieEnvConfig(sim=SimConfig(timestep=0.002, actuator="fast"), policy_substeps=15,
+                          episode_seconds=0.06, terminations={})
+    # 2-step episodes whose speed errors are all within tolerance: the limit rises every
+    # 4 finished episodes, so it is past its start by the first checkpoint.
+    command = {"forward": [0.0, 1.0], "zero_probability": 0.0,
+               "curriculum": {"enabled": True, "start": 0.1, "step": 0.1, "tolerance": 5.0,
+                              "min_episodes": 4}}
+    env = from_dict(CassieEnvConfig, {**to_dict(env), "command": command})
+    cfg = dataclasses.replace(
+        tiny_config(tmp_path, max_iterations=2, save_interval=2, eval_interval=100,
+                    num_envs=4, num_steps_per_env=4), env=env)
+    first = OnPolicyRunner(cfg, make_env)
+    first.learn()
+    reached = first.env.curriculum.limit
+    first.close()
+    assert reached > 0.1 + 1e-9
+
+    resumed = OnPolicyRunner(with_runner(cfg, num_envs=6, max_iterations=3), make_env,
+                             resume=True)
+    assert resumed.env.curriculum.limit == pytest.approx(reached)
+    assert resumed.env.task.command[:, 0].max() <= reached + 1e-9
+    resumed.learn()
+    resumed.close()
+    assert resumed.env.curriculum.limit >= reached - 1e-9
