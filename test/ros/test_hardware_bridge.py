@@ -354,6 +354,26 @@ def test_bridge_drives_the_emulator_in_real_time(start_node, probe):
     assert re.search(r'robot-sim stats \{.*"received": [1-9]', log_of(emulator))
 
 
+def test_lockstep_repeats_the_first_state_to_each_new_reader_until_the_first_target(
+        start_node, probe):
+    """A policy's joint-state and IMU readers can match one by one, after other readers: each
+    new reader still gets the first state (same stamp), and the robot is not stepped again."""
+    emulator, port = start_emulator(start_node, "--lockstep", "--estimator-rate", "0")
+    start_bridge(start_node, probe, port, "mode:=lockstep")
+    first = probe.received["/cassie/joint_states"]
+    assert probe.spin_until(lambda: first, 30.0)
+    late = Probe(topics=("/cassie/joint_states",))
+    try:
+        again = late.received["/cassie/joint_states"]
+        assert late.spin_until(lambda: again, 30.0), "a later reader never got the first state"
+        assert again[0].header.stamp == first[0].header.stamp
+        assert list(again[0].position) == list(first[0].position)
+    finally:
+        late.close()
+    os.killpg(emulator.pid, signal.SIGINT)
+    assert emulator.wait(timeout=15) == 0
+
+
 # ------------------------------------------------------------------ policy node, both ways
 
 
