@@ -72,6 +72,10 @@ class PPOConfig:
     mirror_coef: float = 0.0
     """Weight of the mirror loss mean((μ(s) − M_a·μ(M_s·s))²); > 0 needs the env's mirror
     matrices."""
+    mirror_start_iteration: int = 0
+    """First training iteration (counted from 1) with the mirror loss; before it the weight is
+    0. Measured on the walking task: from the first iteration it favoured a symmetric stance
+    over stepping; switched on once the policy stepped, it ended a split-stance gait."""
     normalize_advantages: bool = True
     """Standardise advantages over the whole rollout before the epochs."""
     normalizer_update: Literal["running", "frozen"] = "running"
@@ -87,7 +91,8 @@ class PPOConfig:
         for name in ("gamma", "lam"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        for name in ("value_loss_coef", "entropy_coef", "mirror_coef", "max_line_search_halvings"):
+        for name in ("value_loss_coef", "entropy_coef", "mirror_coef", "mirror_start_iteration",
+                     "max_line_search_halvings"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.target_kl is not None and not self.target_kl > 0:
@@ -173,6 +178,7 @@ class PPO:
         for normalizer in self._normalizers():
             normalizer.frozen = cfg.normalizer_update == "frozen"
 
+        self._mirror_active = cfg.mirror_coef > 0
         self.obs_mirror = self.action_mirror = None
         if cfg.mirror_coef > 0:
             if obs_mirror is None or action_mirror is None:
@@ -256,9 +262,15 @@ class PPO:
 
     # ---------------------------------------------------------------- update
 
-    def update(self) -> dict[str, float]:
-        """Run the PPO epochs over the stored rollout, then clear it. Returns mean statistics."""
+    def update(self, iteration: int | None = None) -> dict[str, float]:
+        """Run the PPO epochs over the stored rollout, then clear it. Returns mean statistics.
+
+        ``iteration`` (counted from 1) switches the mirror loss on from
+        ``mirror_start_iteration``; None applies it whenever ``mirror_coef`` > 0.
+        """
         cfg, storage = self.cfg, self.storage
+        self._mirror_active = cfg.mirror_coef > 0 and (
+            iteration is None or iteration >= cfg.mirror_start_iteration)
         explained_variance = _explained_variance(storage.values, storage.returns)
         if cfg.normalize_advantages:
             adv = storage.advantages
@@ -340,7 +352,7 @@ class PPO:
             value_loss = (values - mb.returns).square().mean()
         loss = policy_loss + cfg.value_loss_coef * value_loss - cfg.entropy_coef * entropy.mean()
         sym_loss = torch.zeros(())
-        if cfg.mirror_coef > 0:
+        if self._mirror_active:
             sym_loss = mirror_loss(
                 self.policy.action_mean, mb.observations, self.obs_mirror, self.action_mirror, means
             )

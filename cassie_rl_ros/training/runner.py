@@ -174,7 +174,7 @@ class OnPolicyRunner:
                 self._phase = "learn"
                 self._check_rollout_finite()
                 learn_start = time.perf_counter()
-                stats = self.ppo.update()
+                stats = self.ppo.update(self.iteration + 1)
                 learn_time = time.perf_counter() - learn_start
                 self._check_update_finite(stats)
                 self._phase = "idle"

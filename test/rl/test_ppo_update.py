@@ -225,3 +225,32 @@ def test_mirror_loss_vanishes_for_a_symmetrised_nonlinear_policy_with_normaliser
 def test_mirror_coef_without_mirror_matrices_is_a_config_error():
     with pytest.raises(ConfigError, match="mirror_coef"):
         PPO(ActorCritic(2, 1, SMALL_NET), PPOConfig(mirror_coef=1.0), num_envs=2, num_steps=4)
+
+
+def _one_update(cfg: PPOConfig, iteration: int) -> tuple[dict[str, float], list[torch.Tensor]]:
+    torch.manual_seed(0)
+    env = PointMassEnv(num_envs=8)
+    policy = ActorCritic(2, 1, SMALL_NET)
+    ppo = PPO(policy, cfg, env.num_envs, num_steps=16,
+              obs_mirror=env.obs_mirror, action_mirror=env.action_mirror)
+    obs = ppo.prepass(env, steps=50)
+    _collect(ppo, env, obs)
+    stats = ppo.update(iteration)
+    return stats, [p.detach().clone() for p in policy.parameters()]
+
+
+def test_mirror_loss_starts_at_its_start_iteration():
+    plain_stats, plain = _one_update(PPOConfig(minibatch_size=32), iteration=5)
+    staged = PPOConfig(minibatch_size=32, mirror_coef=2.0, mirror_start_iteration=6)
+    before_stats, before = _one_update(staged, iteration=5)
+    after_stats, after = _one_update(staged, iteration=6)
+    # Before its start the update is exactly the one without a mirror loss.
+    assert before_stats["mirror_loss"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, plain))
+    assert after_stats["mirror_loss"] > 0.0
+    assert not all(torch.equal(a, b) for a, b in zip(after, plain))
+
+
+def test_negative_mirror_start_iteration_is_a_config_error():
+    with pytest.raises(ConfigError, match="mirror_start_iteration"):
+        PPOConfig(mirror_start_iteration=-1)

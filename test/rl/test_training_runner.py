@@ -303,3 +303,12 @@ def test_resume_on_more_envs_keeps_the_speed_curriculum_stage(tmp_path):
     resumed.learn()
     resumed.close()
     assert resumed.env.curriculum.limit >= reached - 1e-9
+
+
+def test_the_runner_switches_the_mirror_loss_on_at_its_start_iteration(tmp_path):
+    cfg = tiny_config(tmp_path, max_iterations=4, eval_interval=0,
+                      ppo={"mirror_coef": 1.0, "mirror_start_iteration": 3})
+    runner = OnPolicyRunner(cfg, make_point_mass_env)
+    runner.learn()
+    mirror = [row["loss/mirror"] for row in read_metrics(runner.run_dir)]
+    assert mirror[:2] == [0.0, 0.0] and all(m > 0.0 for m in mirror[2:]), mirror
