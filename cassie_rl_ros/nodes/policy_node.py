@@ -37,6 +37,11 @@ Parameters (read once at start):
   only; render.launch.py sets it.
 * ``use_sim_time``: run on /clock (the simulator) instead of the system clock.
 
+In ``state`` mode a target goes out only once the driver reads pd_targets (a node that
+publishes the joint states and subscribes to the targets, as the simulator node and the
+hardware bridge do): a first target that reached only another reader (``ros2 bag record``)
+would leave a lockstep driver waiting. A driver split over two nodes gets them after 5 s.
+
 Either way the gait clock advances by the trained policy period per published target. Inputs
 older than 3 policy periods (node clock) stop the publishing, with a warning, until fresh ones
 arrive. On shutdown the node logs ``stats {json}``: steps, state-to-target latency.
@@ -66,8 +71,11 @@ from cassie_sim_ros.nodes.node_main import command_line, ros_session, spinning
 from ..policy_runner import PolicyError, PolicyRunner, default_policy_path
 
 RETRY_PERIOD_S = 0.02
-"""Wall-clock period of the check for a state that arrived before pd_targets had a reader."""
+"""Wall-clock period of the check for a state that arrived before the driver read pd_targets."""
 LOG_THROTTLE_S = 2.0
+DRIVER_WAIT_S = 5.0
+"""Wall seconds a state waits for a driver (a node that publishes joint states and reads
+pd_targets) before any reader of pd_targets will do (a driver split over two nodes)."""
 DEADLOCK_WAIT_S = 1.0
 """Wall seconds without a new state, while the newest is not yet due, before saying why."""
 TRIGGERS = ("state", "timer")
@@ -115,6 +123,9 @@ class PolicyNode(Node):
         self.publishing = False
         """True while targets go out; a change either way is logged once."""
         self.pending = False
+        self.driver_matched = False
+        """Set once a driver reads the targets; cleared when no reader is left (restart)."""
+        self.waiting_since: float | None = None  # wall time a due state first waited for it
         self.last_input = time.monotonic()  # wall time of the last joint state or IMU message
         self.deadlock_warned: int | None = None  # the early state already reported
         self.latencies: list[float] = []
@@ -130,8 +141,8 @@ class PolicyNode(Node):
         self.targets_pub = self.create_publisher(JointState, "cassie/pd_targets", QOS_DEPTH)
         self.action_pub = self.create_publisher(Float64MultiArray, "cassie/policy_action",
                                                 QOS_DEPTH)
-        self.create_subscription(JointState, "cassie/joint_states", self.on_joint_state,
-                                 QOS_DEPTH)
+        self.joint_states_sub = self.create_subscription(
+            JointState, "cassie/joint_states", self.on_joint_state, QOS_DEPTH)
         self.create_subscription(Imu, "cassie/imu", self.on_imu, QOS_DEPTH)
         self.create_subscription(Twist, "cassie/cmd_vel", self.on_cmd_vel, QOS_DEPTH)
         self.create_subscription(Float64, "cassie/step_frequency", self.on_step_frequency,
@@ -210,15 +221,41 @@ class PolicyNode(Node):
     def maybe_act(self, t0: float):
         if self.trigger != "state" or not self.runner.state_due(self.tolerance_ns):
             return
-        if self.targets_pub.get_subscription_count() == 0:
-            # Nobody listens yet (discovery): a lockstep simulator would wait forever for a
-            # target sent now. The retry timer acts once a reader appears.
+        if not self.driver_listens():
             self.pending = True
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
             return
         self.act(t0)
 
+    def driver_listens(self) -> bool:
+        """Whether the targets reach the node whose states we act on.
+
+        Until then (discovery) a lockstep driver would wait forever for a target sent now, and
+        another reader (a bag recorder, a plotter) must not count: the target would reach it
+        and not the driver. The driver is a node that publishes the joint states and reads the
+        targets; every reader the graph lists must be matched to the publisher too.
+        """
+        if self.driver_matched and self.targets_pub.get_subscription_count() > 0:
+            return True
+        readers = self.get_subscriptions_info_by_topic(self.targets_pub.topic_name)
+        drivers = {(i.node_namespace, i.node_name) for i in
+                   self.get_publishers_info_by_topic(self.joint_states_sub.topic_name)}
+        matched = self.targets_pub.get_subscription_count()
+        self.driver_matched = (
+            any((i.node_namespace, i.node_name) in drivers for i in readers)
+            and matched >= len(readers))
+        if not self.driver_matched and matched > 0 and self.waiting_since is not None and (
+                time.monotonic() - self.waiting_since > DRIVER_WAIT_S):
+            self.get_logger().warning(
+                f"no node both publishes {self.joint_states_sub.topic_name} and reads "
+                f"{self.targets_pub.topic_name} after {DRIVER_WAIT_S:g} s: publishing to the "
+                "readers there are")
+            self.driver_matched = True
+        return self.driver_matched
+
     def on_retry(self):
-        if self.pending and self.targets_pub.get_subscription_count() > 0:
+        if self.pending and self.driver_listens():
             self.pending = False
             if self.runner.state_due(self.tolerance_ns):
                 self.act(time.perf_counter())

@@ -416,8 +416,11 @@ def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: 
     return np.array(targets[:steps]), states
 
 
-# Flaky, cause not found: about 1 run in 4 the bridge path's targets are 0.2-0.3 rad off from
-# the first step (a different first observation), with no other test run on the machine.
+# Flaky: about 1 full-suite run in 4 the bridge path's targets were 0.2-0.3 rad off (never in
+# 22 runs of this test alone). Likely cause, now fixed: the policy node sent its first target
+# as soon as any reader matched, here the test's own, so the bridge could miss it and go on
+# from a sagging robot (test_policy_node.py::test_the_first_target_waits_for_the_driver_...).
+# Still xfail until full-suite runs confirm.
 @pytest.mark.xfail(strict=False, reason="known intermittent start-state mismatch on the "
                    "bridge path (under investigation); passes most runs")
 def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(

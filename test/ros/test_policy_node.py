@@ -47,18 +47,22 @@ def policy_dir(tmp_path_factory):
 class Probe(ProbeNode):
     """The test's own node: listens to the policy node and can play the robot's driver."""
 
-    def __init__(self):
-        super().__init__("probe")
+    def __init__(self, name: str = "probe", read_targets: bool = True):
+        super().__init__(name)
         self.actions: list[list[float]] = []
         self.targets: list[JointState] = []
         self.node.create_subscription(Float64MultiArray, "/cassie/policy_action",
                                       lambda m: self.actions.append(list(m.data)), 1000)
-        self.node.create_subscription(JointState, "/cassie/pd_targets", self.targets.append,
-                                      1000)
+        if read_targets:
+            self.read_targets()
         self.cmd_vel = self.node.create_publisher(Twist, "/cassie/cmd_vel", 10)
         self.joint_states = self.node.create_publisher(JointState, "/cassie/joint_states", 10)
         self.imu = self.node.create_publisher(Imu, "/cassie/imu", 10)
         self.reset = self.node.create_client(Trigger, "/cassie/reset")
+
+    def read_targets(self):
+        self.node.create_subscription(JointState, "/cassie/pd_targets", self.targets.append,
+                                      1000)
 
     def publish_state(self, sensors, stamp_s: float):
         """One state as the simulator node publishes it."""
@@ -213,6 +217,80 @@ def test_a_lockstep_driver_with_a_shorter_period_is_named_not_waited_on_silently
     probe.spin_for(2.0)
     assert len(probe.targets) == 1
     assert wait_for_log(node, "Set the driver's policy_period to 0.03", 5.0), log_of(node)
+
+
+class Recorder(ProbeNode):
+    """Another reader of the targets (a bag recorder, a plotter): not the driver."""
+
+    def __init__(self):
+        super().__init__("recorder")
+        self.targets: list[JointState] = []
+        self.node.create_subscription(JointState, "/cassie/pd_targets", self.targets.append, 100)
+
+
+@pytest.fixture
+def driver_without_reader(ros_env):
+    """A driver that publishes states but does not read the targets yet, and a recorder."""
+    driver, recorder = Probe("driver", read_targets=False), Recorder()
+    yield driver, recorder
+    recorder.close()
+    driver.close()
+
+
+class StateStream:
+    """The driver's states every policy period (30 ms of stamps) while either node spins."""
+
+    def __init__(self, driver: Probe):
+        self.driver, self.t = driver, 1.0
+        self.sensors = CassieSim(SimConfig(timestep=0.002)).sensors()
+
+    def __call__(self):
+        self.t += 0.03
+        self.driver.publish_state(self.sensors, self.t)
+
+
+def states_with_only_a_recorder_listening(start_node, driver, recorder, policy_dir):
+    """Start the policy node; stream states for 1 s while only the recorder reads targets."""
+    node = start_node(list(node_command(POLICY_NODE, {"policy": str(policy_dir)})))
+    assert wait_for_log(node, "trigger state", 60.0), log_of(node)
+    assert driver.spin_until(lambda: driver.imu.get_subscription_count() > 0
+                             and driver.joint_states.get_subscription_count() > 0, 20.0)
+    assert recorder.spin_until(
+        lambda: recorder.node.count_publishers("/cassie/pd_targets") > 0, 20.0)
+    stream = StateStream(driver)
+    for _ in range(20):  # 1 s
+        driver.spin_for(0.025, stream, period=0.03)
+        recorder.spin_for(0.025)
+    return node, stream
+
+
+def test_the_first_target_waits_for_the_driver_not_for_any_reader(
+        start_node, driver_without_reader, policy_dir):
+    """A lockstep driver waits for the target of its first state: sent while only a recorder
+    listened, it would reach the recorder and never the driver."""
+    driver, recorder = driver_without_reader
+    node, stream = states_with_only_a_recorder_listening(start_node, driver, recorder,
+                                                         policy_dir)
+    assert recorder.targets == [], log_of(node)
+    driver.read_targets()
+    assert driver.spin_until(lambda: driver.targets, 10.0, stream, period=0.03), log_of(node)
+    assert recorder.spin_until(lambda: recorder.targets, 10.0)
+    assert "no node both publishes" not in log_of(node)
+
+
+def test_a_driver_split_over_two_nodes_gets_targets_after_a_warning(
+        start_node, driver_without_reader, policy_dir):
+    driver, recorder = driver_without_reader
+    node, stream = states_with_only_a_recorder_listening(start_node, driver, recorder,
+                                                         policy_dir)
+    for _ in range(400):  # up to 20 s
+        driver.spin_for(0.025, stream, period=0.03)
+        recorder.spin_for(0.025)
+        if recorder.targets:
+            break
+    assert recorder.targets, log_of(node)
+    assert "no node both publishes /cassie/joint_states and reads /cassie/pd_targets" in \
+        log_of(node)
 
 
 def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
