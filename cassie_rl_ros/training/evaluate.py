@@ -94,6 +94,7 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
     rng = np.random.default_rng(seed)
     if speeds is None:
         speeds = np.concatenate([[0.0, 1.0], rng.uniform(0.0, 1.0, max(0, episodes - 2))])
+        speeds = speeds[:episodes]
     speeds = np.broadcast_to(np.asarray(speeds, dtype=float), (episodes,))
     obs = env.reset()
     command = np.zeros((episodes, 3))

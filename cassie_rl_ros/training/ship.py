@@ -45,8 +45,10 @@ def training_log(run: Path) -> list[dict]:
     return [{k: row[k] for k in LOG_KEYS if k in row} for row in read_metrics(run)]
 
 
-def describe(run: Path, source: str, log: list[dict], report: dict, commit: str | None) -> str:
-    """The shipped folder's README.md."""
+def describe(run: Path, source: str, log: list[dict], report: dict, commit: str | None,
+             notes: str | None = None) -> str:
+    """The shipped folder's README.md; ``notes`` (Markdown) replaces the one-command
+    reproduction, for a run trained in stages (resumed with changed settings)."""
     last = log[-1]
     nominal, pushed = report["nominal"], report.get("pushed")
     lines = [
@@ -56,10 +58,6 @@ def describe(run: Path, source: str, log: list[dict], report: dict, commit: str 
         f"{last.get('env_steps', 0) / 1e6:.2f} M env steps, "
         f"{last.get('wall_time', 0) / 3600:.2f} h of training wall time"
         + (f", at commit `{commit}`" if commit else "") + ". `config.yaml` is the full config.",
-        "",
-        "Reproduce: `cassie-rl train --config config.yaml runner.log_dir=runs` (same seed and "
-        "config; CPU thread scheduling makes runs differ in detail), then "
-        "`cassie-rl eval runs/<experiment>/best`.",
         "",
         f"Walking criterion (`eval.json`): {nominal['passed']}/{nominal['episodes']} episodes "
         f"passed, {nominal['falls']} falls, mean speed error "
@@ -74,11 +72,18 @@ def describe(run: Path, source: str, log: list[dict], report: dict, commit: str 
     if asym is not None:
         lines.append(f"Step-length asymmetry |left - right| / mean: {asym:.3f}.")
     lines += ["", "`learning_curve.png` and `training_log.jsonl`: the learning curve.", ""]
+    if notes:
+        lines += ["## How it was trained", "", notes.strip(), ""]
+    else:
+        lines += ["Reproduce: `cassie-rl train --config config.yaml runner.log_dir=runs` (same "
+                  "seed and config; CPU thread scheduling makes runs differ in detail), then "
+                  "`cassie-rl eval runs/<experiment>/best`.", ""]
     return "\n".join(lines)
 
 
 def ship(run: str | Path, to: str | Path, source: str = "best", episodes: int = 20,
-         seconds: float = 10.0, push_force: float = 50.0, threads: int = 1) -> Path:
+         seconds: float = 10.0, push_force: float = 50.0, threads: int = 1,
+         notes: str | None = None) -> Path:
     """Write the policy folder ``to`` from ``run/<source>``; returns it."""
     from ..tools.plot_run import plot_runs, read_metrics
     from .evaluate import evaluate_walking, load_policy_fn
@@ -106,7 +111,8 @@ def ship(run: str | Path, to: str | Path, source: str = "best", episodes: int = 
         (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
         (tmp / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
         plot_runs({run.name: read_metrics(run)}, tmp / "learning_curve.png")
-        (tmp / "README.md").write_text(describe(run, source, log, report, commit))
+        (tmp / "README.md").write_text(describe(run, source, log, report, commit,
+                                                      notes))
 
     return write_dir_atomically(to, write)
 
@@ -121,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--push-force", type=float, default=50.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--notes", type=Path, metavar="FILE.md",
+                        help="how the run was trained, for the README (a run resumed with "
+                             "changed settings cannot be reproduced from its last config)")
     args = parser.parse_args(argv)
     from ..tools.plot_run import RunError
 
     try:
+        notes = args.notes.read_text() if args.notes else None
         out = ship(args.run, args.to, args.source, args.episodes, args.seconds,
-                   args.push_force, args.threads)
+                   args.push_force, args.threads, notes)
     except (CheckpointError, RunError, OSError) as err:
         print(f"cassie-rl ship: {err}", file=sys.stderr)
         return 1

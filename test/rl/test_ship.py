@@ -32,3 +32,15 @@ def test_a_run_without_the_chosen_policy_is_refused_clearly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "best" in err and "--from checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_notes_replace_the_one_command_reproduction(tmp_path):
+    run = train_tiny_policy(tmp_path / "runs")
+    notes = tmp_path / "history.md"
+    notes.write_text("Iterations 1-1: the tiny config, then resumed with ppo.lr=1e-4.\n")
+    target = tmp_path / "policy"
+    assert main([str(run), "--to", str(target), "--from", "checkpoint", "--episodes", "2",
+                 "--seconds", "1", "--push-force", "0", "--notes", str(notes)]) == 0
+    readme = (target / "README.md").read_text()
+    assert "## How it was trained\n\nIterations 1-1: the tiny config" in readme
+    assert "Reproduce: `cassie-rl train --config config.yaml" not in readme

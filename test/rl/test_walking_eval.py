@@ -34,6 +34,14 @@ def test_a_robot_that_falls_fails_whatever_its_command():
     assert 0.0 <= result["mean_swing_airborne"] <= 1.0
 
 
+def test_one_episode_is_commanded_zero_two_add_the_top_speed():
+    config = from_dict(CassieEnvConfig, {**to_dict(CassieEnvConfig()), "episode_seconds": 1.0})
+    limp = lambda obs: np.zeros((obs.shape[0], 10), np.float32)  # noqa: E731
+    for episodes, commands in ((1, [0.0]), (2, [0.0, 1.0])):
+        result = evaluate_walking(limp, config, episodes=episodes, seconds=0.5)
+        assert [e["command"] for e in result["per_episode"]] == commands
+
+
 def test_step_lengths_are_measured_at_touchdown_along_the_starting_heading():
     from cassie_rl_ros.training.evaluate import StepLengths
 
