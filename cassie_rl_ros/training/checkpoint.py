@@ -48,6 +48,8 @@ from .config import TrainConfig
 
 POLICY_FILE = "policy.safetensors"
 CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.jsonl"
+"""In a run folder (not a checkpoint): one line per (re)start of the run."""
 TRAINED_FORWARD_MAX = "trained_forward_max"
 """Policy metadata key: the forward command limit a curriculum had reached."""
 STATE_TENSORS_FILE = "state.safetensors"

@@ -8,6 +8,8 @@ VecEnv`` (``cassie_rl_ros.envs.cassie_env.make_env`` for Cassie). One run lives 
         checkpoint/         latest training state, replaced atomically (see checkpoint.py)
         best/               the policy with the best test return so far (+ best.json)
         metrics.jsonl       one JSON object per iteration (the keys below)
+        history.jsonl       one JSON object per (re)start: its iteration and the config values
+                            a resume changed
         tensorboard/        the same metrics as TensorBoard scalars
 
 Resuming restores weights, normalisers, optimiser, RNG states, the env state (when the env
@@ -28,14 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from cassie_sim_ros.config import dump_yaml
+from cassie_sim_ros.config import dump_yaml, to_dict
 
 from ..algorithms.ppo import PPO
 from ..envs.vec_env import VecEnv
 from ..policies.actor_critic import ActorCritic
-from .checkpoint import (CheckpointError, check_state_dict, load_checkpoint, load_policy,
-                         recover_dir, save_checkpoint, save_policy, write_dir_atomically,
-                         write_file_atomically)
+from .checkpoint import (HISTORY_FILE, CheckpointError, check_state_dict, load_checkpoint,
+                         load_policy, recover_dir, save_checkpoint, save_policy,
+                         write_dir_atomically, write_file_atomically)
 from .config import TrainConfig
 from .progress import Progress, json_safe
 
@@ -48,6 +50,17 @@ MAX_EVAL_STEPS = 100_000
 """An evaluation episode longer than this means the env never ends one: an error."""
 # PPO statistics that must be finite; explained variance may be NaN (constant returns).
 FINITE_STATS = ("policy_loss", "value_loss", "entropy", "kl", "mirror_loss")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"ppo": {"lr": 1e-3}} -> {"ppo.lr": 1e-3}: the keys overrides use."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class TrainingDivergedError(RuntimeError):
@@ -123,8 +136,9 @@ class OnPolicyRunner:
         self.episode_return = np.zeros(rc.num_envs)
         self.episode_length = np.zeros(rc.num_envs, dtype=np.int64)
 
+        previous_config: TrainConfig | None = None
         if resume:
-            self._resume(checkpoint_dir)
+            previous_config = self._resume(checkpoint_dir)
         else:
             if rc.init_from:
                 self._warm_start(rc.init_from)
@@ -136,6 +150,22 @@ class OnPolicyRunner:
         self._truncate_metrics()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_file_atomically(self.run_dir / "config.yaml", dump_yaml(cfg))
+        self._record_start(previous_config)
+
+    def _record_start(self, previous: TrainConfig | None) -> None:
+        """Append this start to ``history.jsonl``: the iteration it starts from and, on a
+        resume, every config value that differs from the checkpoint's. ``config.yaml`` is only
+        the latest config; with this a run trained in stages can be retraced."""
+        changes = {}
+        if previous is not None:
+            old, new = _flatten(to_dict(previous)), _flatten(to_dict(self.cfg))
+            changes = {key: [old.get(key), new.get(key)] for key in sorted(old.keys() | new.keys())
+                       if old.get(key) != new.get(key)}
+        entry = {"iteration": self.iteration, "env_steps": self.env_steps,
+                 "resumed": previous is not None, "changes": changes,
+                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with open(self.run_dir / HISTORY_FILE, "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     # ------------------------------------------------------------------------------ the loop
 
@@ -312,7 +342,8 @@ class OnPolicyRunner:
                 f"env has {expected}; the env config differs from the one it was trained with"
             )
 
-    def _resume(self, checkpoint_dir: Path) -> None:
+    def _resume(self, checkpoint_dir: Path) -> TrainConfig:
+        """Restore the run saved in ``checkpoint_dir``; returns the config it was saved with."""
         ckpt = load_checkpoint(checkpoint_dir)
         policy_file = checkpoint_dir / "policy.safetensors"
         self._check_sizes(ckpt.num_obs, ckpt.num_actions, ckpt.num_critic_obs, policy_file)
@@ -356,6 +387,7 @@ class OnPolicyRunner:
             self.env.reset()
             self.episode_return[:] = 0.0
             self.episode_length[:] = 0
+        return ckpt.config
 
     def _warm_start(self, path: str) -> None:
         """Copy a saved policy's weights and normaliser statistics into the fresh policy.

@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .checkpoint import (CONFIG_FILE, POLICY_FILE, TORCHSCRIPT_FILE, CheckpointError,
-                         recover_dir, write_dir_atomically)
+from .checkpoint import (CONFIG_FILE, HISTORY_FILE, POLICY_FILE, TORCHSCRIPT_FILE,
+                         CheckpointError, recover_dir, write_dir_atomically)
 
 LOG_KEYS = ("iteration", "env_steps", "wall_time", "episode/length", "return/batch",
             "return/test", "env/reward/forward_velocity", "env/curriculum/forward_max",
@@ -43,6 +43,21 @@ def training_log(run: Path) -> list[dict]:
     from ..tools.plot_run import read_metrics
 
     return [{k: row[k] for k in LOG_KEYS if k in row} for row in read_metrics(run)]
+
+
+def run_stages(run: Path) -> list[str]:
+    """Markdown lines for each resume of ``run`` that changed its config (history.jsonl)."""
+    path = run / HISTORY_FILE
+    if not path.is_file():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("resumed") and entry.get("changes"):
+            changes = ", ".join(f"`{key}` {old!r} -> {new!r}"
+                                for key, (old, new) in entry["changes"].items())
+            lines.append(f"- from iteration {entry['iteration']}: {changes}")
+    return lines
 
 
 def describe(run: Path, source: str, log: list[dict], report: dict, commit: str | None,
@@ -72,8 +87,12 @@ def describe(run: Path, source: str, log: list[dict], report: dict, commit: str 
     if asym is not None:
         lines.append(f"Step-length asymmetry |left - right| / mean: {asym:.3f}.")
     lines += ["", "`learning_curve.png` and `training_log.jsonl`: the learning curve.", ""]
+    stages = run_stages(run)
     if notes:
         lines += ["## How it was trained", "", notes.strip(), ""]
+    elif stages:
+        lines += ["Trained in stages: resumed with these changes (`history.jsonl` of the run; "
+                  "`config.yaml` is the last stage's config):", "", *stages, ""]
     else:
         lines += ["Reproduce: `cassie-rl train --config config.yaml runner.log_dir=runs` (same "
                   "seed and config; CPU thread scheduling makes runs differ in detail), then "

@@ -44,3 +44,17 @@ def test_notes_replace_the_one_command_reproduction(tmp_path):
     readme = (target / "README.md").read_text()
     assert "## How it was trained\n\nIterations 1-1: the tiny config" in readme
     assert "Reproduce: `cassie-rl train --config config.yaml" not in readme
+
+
+def test_a_run_resumed_with_changes_lists_its_stages(tmp_path):
+    from cassie_rl_ros.training.train import main as train
+
+    run = train_tiny_policy(tmp_path / "runs")
+    assert train(["--resume", str(run), "runner.max_iterations=2", "ppo.lr=0.0001"]) == 0
+    target = tmp_path / "policy"
+    assert main([str(run), "--to", str(target), "--from", "checkpoint", "--episodes", "2",
+                 "--seconds", "1", "--push-force", "0"]) == 0
+    readme = (target / "README.md").read_text()
+    assert "Trained in stages" in readme
+    assert "- from iteration 1: `ppo.lr`" in readme and "-> 0.0001" in readme
+    assert "`runner.max_iterations` 1 -> 2" in readme

@@ -131,8 +131,8 @@ def test_nan_weights_after_an_update_stop_the_run_without_saving(tmp_path):
     runner = OnPolicyRunner(cfg, make_point_mass_env)
     update = runner.ppo.update
 
-    def poisoned_update():
-        stats = update()
+    def poisoned_update(iteration):
+        stats = update(iteration)
         if runner.iteration == 1:
             with torch.no_grad():
                 runner.policy.actor[0].weight.fill_(math.nan)
@@ -312,3 +312,21 @@ def test_the_runner_switches_the_mirror_loss_on_at_its_start_iteration(tmp_path)
     runner.learn()
     mirror = [row["loss/mirror"] for row in read_metrics(runner.run_dir)]
     assert mirror[:2] == [0.0, 0.0] and all(m > 0.0 for m in mirror[2:]), mirror
+
+
+def test_history_records_each_start_and_what_a_resume_changed(tmp_path):
+    import json
+
+    cfg = tiny_config(tmp_path, max_iterations=2, eval_interval=0)
+    OnPolicyRunner(cfg, make_point_mass_env).learn()
+    staged = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, lr=1e-4),
+                                 runner=dataclasses.replace(cfg.runner, max_iterations=3))
+    resumed = OnPolicyRunner(staged, make_point_mass_env, resume=True)
+    resumed.learn()
+    lines = (resumed.run_dir / "history.jsonl").read_text().splitlines()
+    history = [json.loads(line) for line in lines]
+    assert [(h["iteration"], h["resumed"]) for h in history] == [(0, False), (2, True)]
+    assert history[0]["changes"] == {}
+    assert history[1]["changes"] == {"ppo.lr": [cfg.ppo.lr, 1e-4],
+                                     "runner.max_iterations": [2, 3]}
+    assert history[1]["env_steps"] == 2 * 8 * 16
