@@ -2,9 +2,9 @@
 
 Prints one JSON object. Scenarios run in the faithful simulator with sensor noise and encoder
 quantisation on, and with IMU errors the simulator lacks added by ``ImuErrors`` (AHRS tilt
-offset and jitter, yaw drift, gyro and accelerometer biases). No walking policy exists yet, so
-the robot is kept up by scripted controllers that read the true state (they are test fixtures,
-not part of the estimator):
+offset and jitter, yaw drift, gyro and accelerometer biases). The robot is kept up by scripted
+controllers that read the true state (test fixtures, not part of the estimator) or, in
+``walking``, by the shipped walking policy:
 
 - ``standing``: a balance controller (stiff PD on the standing pose, ankle and hip feedback on
   pelvis pitch, roll and height). It holds Cassie for about 2.9 s; every metric covers the
@@ -21,7 +21,7 @@ percentage of the path length (sampled at 10 Hz; for the standing scenarios that
 Costs are measured on the standing recording, with ``numpy_call_us`` (one small numpy call on
 this machine) to scale them by: the estimator's time is mostly per-call overhead.
 
-    python bench/estimator.py [--seconds 3] [--seeds 2]
+    python bench/estimator.py [--seconds 3] [--seeds 2] [--policy PATH]
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ import time
 
 import numpy as np
 
+from cassie_sim_ros import constants as C
 from cassie_sim_ros.estimator import (CassieEstimator, EstimatorConfig, ImuErrors,
                                       quat_to_matrix)
 from cassie_sim_ros.config import to_dict
 from cassie_sim_ros.sim import CassieSim, SensorReadings, SimConfig
 
-SCENARIOS = ("standing", "pushes", "fall", "stepping")
+SCRIPTED = ("standing", "pushes", "fall", "stepping")
+WALKING_SPEED = 0.5
 DT = 0.0005
 CONTROL_EVERY = 20  # the scripted controllers run at 100 Hz
 MIN_HEIGHT = 0.75  # below this a standing scenario's window ends
@@ -110,10 +112,17 @@ def gantry_wrench(sim: CassieSim, i: int, t: float) -> tuple[np.ndarray, np.ndar
     return force, R @ torque_body
 
 
-def simulate(seconds: float, seeds: int) -> dict:
+def walking_runners(policy: str, sims: list[int]) -> dict:
+    """One PolicyRunner (what the policy node runs) per walking sim."""
+    from cassie_rl_ros.policy_runner import PolicyRunner
+
+    return {i: PolicyRunner.load(policy, speed=WALKING_SPEED) for i in sims}
+
+
+def simulate(seconds: float, seeds: int, scenarios: tuple[str, ...], policy: str | None) -> dict:
     """Run all scenarios x seeds as one batch of sims; record sensor readings (with the IMU
     errors) and ground truth at every physics step."""
-    names = [name for _ in range(seeds) for name in SCENARIOS]
+    names = [name for _ in range(seeds) for name in scenarios]
     n = len(names)
     sim = CassieSim(SimConfig(sensor_noise=True, actuator="faithful", seed=1), num_sims=n)
     imu = ImuErrors(n, DT, seed=2)
@@ -123,13 +132,24 @@ def simulate(seconds: float, seeds: int) -> dict:
     gantry = [i for i, name in enumerate(names) if name == "stepping"]
     fall = [i for i, name in enumerate(names) if name == "fall"]
     pushed = [i for i, name in enumerate(names) if name == "pushes"]
+    runners = walking_runners(policy, [i for i, nm in enumerate(names) if nm == "walking"])
+    policy_every = (int(round(next(iter(runners.values())).dt / DT)) if runners else 0)
+    walking_targets = {i: stand.copy() for i in runners}
     for k in range(steps):
         t = k * DT
+        if runners and k % policy_every == 0:
+            sensors = sim.sensors()
+            for i, runner in runners.items():
+                mine = SensorReadings(**{key: v[i:i + 1] for key, v in vars(sensors).items()})
+                runner.readings(mine, t, k * int(DT * 1e9))
+                walking_targets[i] = runner.step(t).targets
         if k % CONTROL_EVERY == 0:
             targets = balance_targets(sim, stand)
             kp, kd = np.tile(KP, (n, 1)), np.tile(KD, (n, 1))
             for i in gantry:
                 targets[i] = stepping_targets(t, stand)
+            for i, walking in walking_targets.items():
+                targets[i], kp[i], kd[i] = walking, C.DEFAULT_KP, C.DEFAULT_KD
             if t >= 0.3:
                 kp[fall] = 0.0
             sim.set_pd(targets, kp=kp, kd=kd)
@@ -168,7 +188,7 @@ def evaluate(recording: dict, config: EstimatorConfig) -> dict:
         fields["feet"][k] = state.foot_position
         fields["contact"][k] = state.foot_contact
     results = {}
-    for name in SCENARIOS:
+    for name in dict.fromkeys(names):
         rows = [i for i, nm in enumerate(names) if nm == name]
         results[name] = summarise({key: value[:, rows] for key, value in truth.items()},
                                   {key: value[:, rows] for key, value in fields.items()},
@@ -181,13 +201,14 @@ def summarise(truth: dict, est: dict, standing: bool) -> dict:
     """Metrics per scenario, pooled over seeds (each seed's window is cut separately)."""
     steps, seeds = truth["v"].shape[:2]
     errors = {key: [] for key in ("v", "roll", "pitch", "h", "z", "foot_z")}
-    windows, drifts, distances, yaw_drift, contact_agree = [], [], [], [], []
+    windows, drifts, distances, yaw_drift, contact_agree, lowest = [], [], [], [], [], []
     for s in range(seeds):
         z = truth["p"][:, s, 2]
         low = np.flatnonzero(z < MIN_HEIGHT) if standing else np.array([], dtype=int)
         end = int(low[0]) if low.size else steps
         windows.append(end * DT)
         sl = slice(0, end)
+        lowest.append(z[sl].min())
         errors["v"].append(np.linalg.norm(est["v"][sl, s] - truth["v"][sl, s], axis=1))
         # Roll and pitch errors: the body-frame x and y of the rotation from true to estimated
         # orientation (well defined in any pose, unlike differences of Euler angles).
@@ -228,6 +249,7 @@ def summarise(truth: dict, est: dict, standing: bool) -> dict:
         "position_drift_percent": (100.0 * float(np.sum(drifts)) / distance
                                    if distance > 0.2 else None),
         "yaw_drift_deg": float(np.max(yaw_drift)),
+        "lowest_pelvis_in_window_m": float(min(lowest)),
     }
 
 
@@ -277,9 +299,18 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0, help="simulated time per scenario")
     parser.add_argument("--seeds", type=int, default=2, help="runs of each scenario")
     parser.add_argument("--updates", type=int, default=2000, help="updates per cost measurement")
+    parser.add_argument("--policy", help="walking policy (default: the shipped one, if any)")
     args = parser.parse_args()
+    policy = args.policy
+    if policy is None:
+        from cassie_rl_ros.policy_runner import PolicyError, default_policy_path
+        try:
+            policy = str(default_policy_path())
+        except PolicyError:
+            pass  # no walking scenario
+    scenarios = SCRIPTED + (("walking",) if policy else ())
     config = EstimatorConfig()
-    recording = simulate(args.seconds, args.seeds)
+    recording = simulate(args.seconds, args.seeds, scenarios, policy)
     results = evaluate(recording, config)
     costs = {
         "single_update_and_state": cost(recording, config, 1, args.updates, True),
@@ -303,6 +334,7 @@ def main():
     print(json.dumps({
         "name": "estimator",
         "config": {"seconds": args.seconds, "seeds": args.seeds, "dt": DT,
+                   "walking_policy": policy, "walking_speed_m_s": WALKING_SPEED,
                    "sim": "faithful actuators, sensor noise, quantised encoders",
                    "imu_errors": "ImuErrorConfig defaults (AHRS tilt offset 0.3 deg and jitter, "
                                  "yaw drift, gyro and accelerometer biases)",
