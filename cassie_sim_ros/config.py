@@ -64,22 +64,44 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _Mapping(typing.NamedTuple):
+    """A ``dict[str, value]`` field: named entries, each a ``value``."""
+
+    value: Any
+
+
+def _entry_type(owner: Any, name: str) -> Any:
+    """The type of ``owner``'s entry ``name``: a dataclass field's type (a ``_Mapping`` for a
+    dict field) or a mapping's value type; None when unknown."""
+    if isinstance(owner, _Mapping):
+        return owner.value
+    if dataclasses.is_dataclass(owner) and isinstance(owner, type):
+        hint = get_type_hints(owner).get(name)
+        return _Mapping(get_args(hint)[1]) if get_origin(hint) is dict else hint
+    return None
+
+
 def apply_overrides(obj: T, overrides: list[str] | tuple[str, ...]) -> T:
-    """Return a copy of ``obj`` with ``key.sub=value`` overrides (values parsed as YAML)."""
+    """Return a copy of ``obj`` with ``key.sub=value`` overrides (values parsed as YAML).
+
+    Keys must exist, except a new entry of a named mapping (a reward term:
+    ``env.rewards.lateral_position={weight: 0.1}``), which is then checked like the others.
+    """
     data = to_dict(obj)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
         key, raw = item.split("=", 1)
-        node = data
+        node, owner = data, type(obj)
         parts = key.strip().split(".")
-        for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node:
+        for depth, part in enumerate(parts):
+            new_entry = depth == len(parts) - 1 and isinstance(owner, _Mapping)
+            if not isinstance(node, dict) or (part not in node and not new_entry):
                 raise ConfigError(f"unknown key {'.'.join(parts[:depth + 1])} in override {item!r}")
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            raise ConfigError(f"unknown key {key} in override {item!r}")
-        node[parts[-1]] = yaml.safe_load(raw)
+            if depth == len(parts) - 1:
+                node[part] = yaml.safe_load(raw)
+            else:
+                node, owner = node[part], _entry_type(owner, part)
     return from_dict(type(obj), data)
 
 
@@ -121,7 +143,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {hint}")
+        raise ConfigError(errors[0] if len(errors) == 1
+                          else f"{key}: {value!r} fits none of {hint}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

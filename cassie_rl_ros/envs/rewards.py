@@ -174,8 +174,11 @@ def pelvis_still(ctx: StepContext, scale: float = 2.0) -> np.ndarray:
 
 @reward_term
 def lateral_position(ctx: StepContext, scale: float = 1.0) -> np.ndarray:
-    """exp(−scale·|y|) (RSS-2020): stay on the line it started on."""
-    return np.exp(-scale * np.abs(ctx.pelvis_pos[:, 1]))
+    """exp(−scale·|y|), y across the commanded heading (RSS-2020): stay on the line it started
+    on. Episodes start at the world origin, so that line runs through it along the heading;
+    the evaluation's lateral drift is this y at the end."""
+    c, s = np.cos(ctx.target_heading), np.sin(ctx.target_heading)
+    return np.exp(-scale * np.abs(-s * ctx.pelvis_pos[:, 0] + c * ctx.pelvis_pos[:, 1]))
 
 
 @reward_term

@@ -213,6 +213,15 @@ def test_speed_reward_peaks_at_the_commanded_speed_along_the_commanded_heading()
     assert reward[0] == pytest.approx(1.0) and reward[1] < 0.2
 
 
+def test_lateral_position_is_the_distance_from_the_line_along_the_commanded_heading():
+    # Heading +y: 2 m along it is on the line; 0.5 m to its side is off it, whichever sign.
+    ctx = _context(3, pelvis_pos=np.array([[0.0, 2.0, 0.95], [0.5, 2.0, 0.95],
+                                           [-0.5, 0.0, 0.95]]),
+                   target_heading=np.full(3, np.pi / 2))
+    reward = REWARD_TERMS["lateral_position"](ctx, scale=2.0)
+    np.testing.assert_allclose(reward, [1.0, np.exp(-1.0), np.exp(-1.0)])
+
+
 def test_swing_foot_velocity_rewards_the_swing_foot_moving_at_stride_pace_along_the_heading():
     # phase 0.8: the left foot swings. Commanded 0.4 m/s along +y: a 0.4 swing ratio wants the
     # swing foot at 1 m/s along +y; the stance foot's velocity does not count.

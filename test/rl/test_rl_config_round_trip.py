@@ -52,3 +52,19 @@ def test_overrides_parse_tuples_literals_and_null():
 def test_invalid_values_raise_config_error_naming_the_field(cls, data, field):
     with pytest.raises(ConfigError, match=field):
         from_dict(cls, data)
+
+
+def test_an_override_adds_a_reward_term_but_no_unknown_key():
+    from cassie_rl_ros.envs.cassie_env import CassieEnvConfig
+
+    base = CassieEnvConfig()
+    assert "lateral_position" not in base.rewards
+    cfg = apply_overrides(base, ["rewards.lateral_position={weight: 0.1, params: {scale: 2.0}}"])
+    assert cfg.rewards["lateral_position"].weight == 0.1
+    assert cfg.rewards["lateral_position"].params == {"scale": 2.0}
+    for bad, named in (("rewards.lateral_position.weight=0.1", "rewards.lateral_position"),
+                       ("rewards.no_such_term={weight: 1.0}", "no_such_term"),
+                       ("sim.no_such_key=1", "sim.no_such_key"),
+                       ("rewards.lateral_position={weigth: 1.0}", "weigth")):
+        with pytest.raises(ConfigError, match=named):
+            apply_overrides(base, [bad])
