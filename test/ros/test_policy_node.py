@@ -293,17 +293,28 @@ def test_a_driver_split_over_two_nodes_gets_targets_after_a_warning(
         log_of(node)
 
 
-def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
+def _exits_with(params: dict, message: str, ros_env) -> None:
     import subprocess
 
-    for params, message in (({"policy": str(tmp_path / "none")}, "no such policy"),
-                            ({}, "no default policy")):
-        result = subprocess.run(list(node_command(POLICY_NODE, params)), env=ros_env,
-                                capture_output=True, text=True, timeout=120)
-        if not params and result.returncode == 0:
-            pytest.skip("a default policy is shipped")
-        assert result.returncode == 2, result.stderr
-        assert message in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run(list(node_command(POLICY_NODE, params)), env=ros_env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
+    _exits_with({"policy": str(tmp_path / "none")}, "no such policy", ros_env)
+
+
+def test_without_a_policy_it_runs_the_shipped_default(start_node, ros_env):
+    from cassie_rl_ros.policy_runner import PolicyError, default_policy_path
+
+    try:
+        shipped = default_policy_path()
+    except PolicyError:  # none shipped: it says so
+        return _exits_with({}, "no default policy", ros_env)
+    node = start_node(list(node_command(POLICY_NODE, {})))
+    assert wait_for_log(node, f"policy {shipped}: sensors observations", 60.0), log_of(node)
 
 
 def test_render_runs_the_simulator_as_the_policy_was_trained(tmp_path):
