@@ -43,8 +43,7 @@ from cassie_sim_ros.config import ConfigError
 
 from ..training.checkpoint import CheckpointError
 from ..training.progress import json_safe
-from ..training.runner import OnPolicyRunner
-from ..training.train import cassie_env_factory, resolve_config
+from ..training.train import StagedTraining, cassie_env_factory, resolve_config
 
 METRICS_TOPIC = "cassie/train/metrics"
 METRICS_HISTORY = 100
@@ -65,17 +64,17 @@ class TrainNode(Node):
         overrides = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
         cfg, run_dir = resolve_config(config or None, overrides, resume or None, init_from or None)
         self.metrics_pub = self.create_publisher(String, METRICS_TOPIC, METRICS_QOS)
-        self.runner = OnPolicyRunner(cfg, cassie_env_factory(), run_dir, resume=bool(resume),
-                                     on_iteration=self.publish, verbose=False)
+        self.training = StagedTraining(cfg, cassie_env_factory(), run_dir, resume=bool(resume),
+                                       on_iteration=self.publish, verbose=False)
         self.failed = False
         self.thread = threading.Thread(target=self.train, name="training", daemon=True)
         self.get_logger().info(
-            f"training in {run_dir} from iteration {self.runner.iteration} to "
+            f"training in {run_dir} from iteration {self.training.runner.iteration} to "
             f"{cfg.runner.max_iterations}; metrics on {self.metrics_pub.topic_name}")
 
     def train(self):
         try:
-            self.runner.learn()
+            self.training.learn()
         except Exception:
             self.failed = True
             self.get_logger().error(f"training failed:\n{traceback.format_exc()}")
@@ -85,7 +84,7 @@ class TrainNode(Node):
         self.metrics_pub.publish(String(data=json.dumps(json_safe(metrics))))
         test = metrics.get("return/test")
         self.get_logger().info(
-            f"iteration {metrics['iteration']}/{self.runner.cfg.runner.max_iterations}: "
+            f"iteration {metrics['iteration']}/{self.training.runner.cfg.runner.max_iterations}: "
             f"batch return {metrics['return/batch']:.3f}"
             + (f", test return {test:.3f}" if test is not None else "")
             + f", {metrics['perf/steps_per_s']:.0f} steps/s")
@@ -104,7 +103,7 @@ def main(args: list[str] | None = None) -> int:
 
         def stop(signum, frame):
             node.get_logger().info("stopping after this iteration and saving a checkpoint")
-            node.runner.request_stop()
+            node.training.request_stop()
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
@@ -115,7 +114,7 @@ def main(args: list[str] | None = None) -> int:
             executor.spin_once(timeout_sec=0.1)
         # Let the subscribers acknowledge the last metrics before the publisher goes away.
         node.metrics_pub.wait_for_all_acked(Duration(seconds=2.0))
-        node.runner.close()
+        node.training.close()
         node.destroy_node()
         return 1 if node.failed else 0
 

@@ -6,12 +6,12 @@ every checkpoint stores the resolved tree as ``config.yaml`` beside the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from cassie_sim_ros.config import ConfigError
+from cassie_sim_ros.config import ConfigError, apply_overrides
 
 from ..algorithms.ppo import PPOConfig
 from ..envs.cassie_env import CassieEnvConfig
@@ -81,6 +81,26 @@ class RunnerConfig:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """Settings a run changes once it reaches an iteration: a recipe trained in stages."""
+
+    iteration: int
+    """Completed iterations after which ``overrides`` apply (the run saves a checkpoint there
+    and resumes it with them, exactly as ``cassie-rl train --resume RUN overrides`` would)."""
+    overrides: tuple[str, ...] = ()
+    """``key.sub=value`` overrides, as on the command line."""
+
+    def __post_init__(self) -> None:
+        if not self.iteration > 0:
+            raise ConfigError(f"iteration: must be > 0, got {self.iteration}")
+        for item in self.overrides:
+            key = item.split("=", 1)[0].strip()
+            if key.startswith("stages") or key in ("runner.log_dir", "runner.experiment_name"):
+                raise ConfigError(f"overrides: {key} cannot change in a stage (it names the run "
+                                  "or its stages)")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; stored with every checkpoint."""
 
@@ -92,6 +112,24 @@ class TrainConfig:
     """PPO hyper-parameters."""
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     """The loop around PPO."""
+    stages: tuple[Stage, ...] = ()
+    """Later stages of the run, by increasing iteration; each stage's overrides apply on top
+    of the config the previous stage ended with."""
+
+    def __post_init__(self) -> None:
+        iterations = [stage.iteration for stage in self.stages]
+        if iterations != sorted(set(iterations)):
+            raise ConfigError(f"stages: iterations must increase, got {iterations}")
+        config = self
+        for index, stage in enumerate(self.stages):
+            try:  # every stage's overrides must fit before hours of training, not after
+                config = apply_overrides(dataclasses.replace(config, stages=()), stage.overrides)
+            except ConfigError as err:
+                raise ConfigError(f"stages[{index}]: {err}") from None
+
+    def next_stage(self, iteration: int) -> Stage | None:
+        """The first stage that starts after ``iteration`` completed iterations."""
+        return next((stage for stage in self.stages if stage.iteration > iteration), None)
 
     @property
     def run_dir(self) -> Path:

@@ -169,8 +169,9 @@ class OnPolicyRunner:
 
     # ------------------------------------------------------------------------------ the loop
 
-    def learn(self) -> dict[str, float]:
-        """Train until ``runner.max_iterations`` or :meth:`request_stop`; return the last metrics.
+    def learn(self, until: int | None = None) -> dict[str, float]:
+        """Train until ``runner.max_iterations`` (or ``until`` iterations, if fewer: a stage's
+        end) or :meth:`request_stop`; return the last metrics.
 
         Saves a checkpoint every ``save_interval`` iterations and whenever it stops. A
         KeyboardInterrupt saves the last completed iteration and re-raises, unless it lands in the
@@ -185,7 +186,8 @@ class OnPolicyRunner:
         obs, critic_obs = self.env.get_observations(), self.env.get_critic_observations()
         metrics: dict[str, float] = {}
         try:
-            while self.iteration < rc.max_iterations and not self._stop.is_set():
+            last = rc.max_iterations if until is None else min(until, rc.max_iterations)
+            while self.iteration < last and not self._stop.is_set():
                 start = time.perf_counter()
                 # ---- rollout: num_steps_per_env steps of every env with the current policy
                 self._phase = "collect"

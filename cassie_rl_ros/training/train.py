@@ -79,8 +79,45 @@ def cassie_env_factory() -> EnvFactory:
     return make_env
 
 
+class StagedTraining:
+    """A run through its config's ``stages``: each stage ends with a checkpoint, and the next
+    resumes it with its overrides (what ``--resume RUN overrides`` does by hand), so the run's
+    ``history.jsonl`` records every change. ``runner`` is the current stage's runner."""
+
+    def __init__(self, cfg: TrainConfig, make_env: EnvFactory, run_dir: Path, resume: bool,
+                 **runner_kwargs):
+        self.make_env, self.run_dir, self.runner_kwargs = make_env, Path(run_dir), runner_kwargs
+        self.runner = OnPolicyRunner(cfg, make_env, run_dir, resume=resume, **runner_kwargs)
+        self._stop = False
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self.runner.request_stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    def learn(self) -> dict[str, float]:
+        """Train to ``runner.max_iterations`` through every stage; return the last metrics."""
+        while True:
+            stage = self.runner.cfg.next_stage(self.runner.iteration)
+            metrics = self.runner.learn(until=stage.iteration if stage else None)
+            if stage is None or self._stop or self.runner.iteration < stage.iteration:
+                return metrics
+            self.runner.close()
+            cfg, _ = resolve_config(None, list(stage.overrides), resume=self.run_dir)
+            self.runner = OnPolicyRunner(cfg, self.make_env, self.run_dir, resume=True,
+                                         **self.runner_kwargs)
+            if self._stop:  # asked to stop while the next stage was being set up
+                self.runner.request_stop()
+
+    def close(self) -> None:
+        self.runner.close()
+
+
 @contextlib.contextmanager
-def stop_on_sigint(runner: OnPolicyRunner) -> Iterator[None]:
+def stop_on_sigint(runner: OnPolicyRunner | StagedTraining) -> Iterator[None]:
     """First Ctrl-C (or SIGTERM): stop after this iteration and save. Second: KeyboardInterrupt."""
 
     def handle(signum, frame):
@@ -103,24 +140,28 @@ def main(argv: Sequence[str] | None = None, make_env: EnvFactory | None = None) 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         cfg, run_dir = resolve_config(args.config, args.overrides, args.resume, args.init_from)
-        runner = OnPolicyRunner(cfg, make_env or cassie_env_factory(), run_dir,
-                                resume=args.resume is not None)
+        training = StagedTraining(cfg, make_env or cassie_env_factory(), run_dir,
+                                  resume=args.resume is not None)
     except (ConfigError, CheckpointError) as err:
         print(f"cassie-rl train: error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    runner = training.runner
+    stages = "".join(f"; stage at iteration {s.iteration}: {' '.join(s.overrides)}"
+                     for s in cfg.stages if s.iteration > runner.iteration)
     print(f"training in {runner.run_dir} from iteration {runner.iteration} to "
           f"{cfg.runner.max_iterations} ({cfg.runner.num_envs} envs x "
-          f"{cfg.runner.num_steps_per_env} steps per iteration)", flush=True)
+          f"{cfg.runner.num_steps_per_env} steps per iteration){stages}", flush=True)
     try:
-        with stop_on_sigint(runner):
-            runner.learn()
+        with stop_on_sigint(training):
+            training.learn()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except TrainingDivergedError as err:
+    except (TrainingDivergedError, ConfigError, CheckpointError) as err:
         print(f"cassie-rl train: error: {err}", file=sys.stderr)
         return 1
     finally:
-        runner.close()
+        training.close()
+    runner = training.runner
     print(f"saved {runner.run_dir / 'checkpoint'} at iteration {runner.iteration}"
           + (f"; best test return {runner.best_test_return:.3f} in {runner.run_dir / 'best'}"
              if runner.best_test_return is not None else ""), flush=True)

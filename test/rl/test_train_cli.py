@@ -90,3 +90,39 @@ def test_init_from_warm_starts_a_new_run(config_file, tmp_path):
                 make_env=make_point_mass_env) == 0
     tuned = load_checkpoint(tmp_path / "runs" / "tuned" / "checkpoint")
     assert tuned.config.runner.init_from == str(source)
+
+
+def test_stages_resume_with_their_overrides_exactly_as_by_hand(config_file, tmp_path):
+    import json
+
+    import torch
+
+    data = yaml.safe_load(config_file.read_text())
+    data["runner"]["max_iterations"] = 3
+    data["stages"] = [{"iteration": 2, "overrides": ["ppo.lr=0.0001"]}]
+    config_file.write_text(yaml.safe_dump(data))
+    staged = ["--config", str(config_file), *CONFIG_OPTIONS, "runner.experiment_name=staged"]
+    assert main(staged, make_env=make_point_mass_env) == 0
+    run = tmp_path / "runs" / "staged"
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [(h["iteration"], h["changes"]) for h in history] == [
+        (0, {}), (2, {"ppo.lr": [data["ppo"]["lr"], 0.0001]})]
+    # The same two steps by hand: train to 2, resume with the override to 3.
+    by_hand = ["--config", str(config_file), *CONFIG_OPTIONS, "runner.experiment_name=hand",
+               "stages=[]", "runner.max_iterations=2"]
+    assert main(by_hand, make_env=make_point_mass_env) == 0
+    hand = tmp_path / "runs" / "hand"
+    assert main(["--resume", str(hand), "ppo.lr=0.0001", "runner.max_iterations=3"],
+                make_env=make_point_mass_env) == 0
+    a, b = load_checkpoint(run / "checkpoint"), load_checkpoint(hand / "checkpoint")
+    assert a.state["iteration"] == b.state["iteration"] == 3 and a.config.ppo.lr == 0.0001
+    for key, value in a.policy_state.items():
+        assert torch.equal(value, b.policy_state[key]), key
+
+
+def test_a_bad_stage_override_stops_before_training(config_file, capsys):
+    data = yaml.safe_load(config_file.read_text())
+    data["stages"] = [{"iteration": 1, "overrides": ["ppo.lrr=0.1"]}]
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)], make_env=make_point_mass_env) == 2
+    assert "stages[0]: unknown key ppo.lrr" in capsys.readouterr().err
