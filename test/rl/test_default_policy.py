@@ -38,3 +38,19 @@ def test_the_default_policy_walks_at_the_commanded_speeds(shipped):
     assert [e["fell"] for e in episodes] == [False] * 3, episodes
     # Looser than the criterion (a 5 s episode, 3 s of it judged): it walks, and at the speed.
     assert all(e["speed_error"] < 0.2 for e in episodes), episodes
+
+
+def test_render_walks_the_default_policy_at_the_commanded_speed(shipped):
+    """What `cassie-rl render` and render.launch.py run: PolicyRunner (the policy node's core)
+    on the simulator it was trained in."""
+    from cassie_rl_ros.tools.render import Rollout
+
+    rollout = Rollout(PolicyRunner.load(shipped, speed=0.6))
+    speeds, lowest = [], np.inf
+    for _ in range(int(round(5.0 / rollout.runner.dt))):
+        rollout.step()
+        lowest = min(lowest, float(rollout.sim.pelvis_pose()[0][0, 2]))
+        if rollout.time > 3.0:
+            speeds.append(rollout.forward_speed())
+    assert lowest > 0.6
+    assert np.mean(speeds) == pytest.approx(0.6, abs=0.15)
