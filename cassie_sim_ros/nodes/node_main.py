@@ -68,12 +68,19 @@ def ros_session(name: str, ros_args: Sequence[str]) -> Iterator[None]:
 
 
 def spin_until_shutdown(executor: SingleThreadedExecutor,
-                        finished: threading.Event | None = None) -> None:
+                        finished: threading.Event | None = None,
+                        stopping: threading.Event | None = None) -> None:
     """``executor.spin()`` that ends quietly when the executor or the context is shut down;
-    ``finished`` is set once the spin and the exception that ended it are gone."""
+    ``finished`` is set once the spin and the exception that ended it are gone. Once
+    ``stopping`` is set, any error ends the spin quietly: rclpy's executor can fail inside
+    ``spin_once`` while another thread shuts it down (seen: its guard condition already None)."""
     try:
-        with contextlib.suppress(ExternalShutdownException, KeyboardInterrupt):
-            executor.spin()
+        executor.spin()
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+    except Exception:
+        if stopping is None or not stopping.is_set():
+            raise
     finally:
         if finished is not None:
             finished.set()
@@ -92,13 +99,14 @@ def spinning(node: Node, timeout: float = 2.0) -> Iterator[threading.Thread]:
     """
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    finished = threading.Event()
-    spinner = threading.Thread(target=spin_until_shutdown, args=(executor, finished),
+    finished, stopping = threading.Event(), threading.Event()
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor, finished, stopping),
                                name=f"{node.get_name()}-spin", daemon=True)
     spinner.start()
     try:
         yield spinner
     finally:
+        stopping.set()
         executor.shutdown(timeout_sec=timeout)
         if finished.wait(timeout=timeout):
             spinner.join(timeout=timeout)
