@@ -417,10 +417,9 @@ def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: 
 
 
 # Flaky: about 1 full-suite run in 4 the bridge path's targets were 0.2-0.3 rad off (never in
-# 22 runs of this test alone). Likely cause, now fixed: the policy node sent its first target
-# as soon as any reader matched, here the test's own, so the bridge could miss it and go on
-# from a sagging robot (test_policy_node.py::test_the_first_target_waits_for_the_driver_...).
-# Still xfail until full-suite runs confirm.
+# 22 runs of this test alone). One suspect is fixed (the policy node sent its first target as
+# soon as any reader matched, here the test's own: test_policy_node.py::test_the_first_target_
+# waits_for_the_driver_...), but it still failed once in the full suite afterwards: cause open.
 @pytest.mark.xfail(strict=False, reason="known intermittent start-state mismatch on the "
                    "bridge path (under investigation); passes most runs")
 def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
