@@ -140,7 +140,7 @@ def simulate(seconds: float, seeds: int, scenarios: tuple[str, ...], policy: str
         if runners and k % policy_every == 0:
             sensors = sim.sensors()
             for i, runner in runners.items():
-                mine = SensorReadings(**{key: v[i:i + 1] for key, v in vars(sensors).items()})
+                mine = sensors.select(slice(i, i + 1))
                 runner.readings(mine, t, k * int(DT * 1e9))
                 walking_targets[i] = runner.step(t).targets
         if k % CONTROL_EVERY == 0:

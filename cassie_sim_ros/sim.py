@@ -76,6 +76,10 @@ class SensorReadings:
     imu_linear_acceleration: np.ndarray  # (N, 3) m/s², IMU frame, gravity included
     imu_magnetometer: np.ndarray  # (N, 3)
 
+    def select(self, ids) -> SensorReadings:
+        """The readings of the simulations ``ids`` (an index array or a slice keeps the axis)."""
+        return SensorReadings(**{name: value[ids] for name, value in vars(self).items()})
+
 
 @dataclass
 class Dynamics:

@@ -74,8 +74,8 @@ class PPOConfig:
     matrices."""
     mirror_start_iteration: int = 0
     """First training iteration (counted from 1) with the mirror loss; before it the weight is
-    0. Measured on the walking task: from the first iteration it favoured a symmetric stance
-    over stepping; switched on once the policy stepped, it ended a split-stance gait."""
+    0. The walking recipe switches it on once the policy steps: then it ended a split-stance
+    gait (README "Training")."""
     normalize_advantages: bool = True
     """Standardise advantages over the whole rollout before the epochs."""
     normalizer_update: Literal["running", "frozen"] = "running"

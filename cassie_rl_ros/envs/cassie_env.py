@@ -30,7 +30,7 @@ from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError
 from cassie_sim_ros.model import STANDING_QPOS
 from cassie_sim_ros.estimator import CassieEstimator
-from cassie_sim_ros.sim import CassieSim, SensorReadings, SimConfig
+from cassie_sim_ros.sim import CassieSim, SimConfig
 
 Range = tuple[float, float]
 # Ground truth the critic gets on top of the actor's observation: pelvis height, velocity in the
@@ -480,8 +480,7 @@ class CassieEnv(VecEnv):
             # Like the robot's, it starts from its sensors: x = y = 0, the lower foot on z = 0.
             self.estimator.reset(ids)
             readings = self.sim.sensors()
-            self.estimator.update(SensorReadings(**{k: v[ids] for k, v in vars(readings).items()}),
-                                  ids=ids, return_state=False)
+            self.estimator.update(readings.select(ids), ids=ids, return_state=False)
         self.episode_step[ids] = 0
         self.action[ids] = 0.0
         self.last_action[ids] = 0.0

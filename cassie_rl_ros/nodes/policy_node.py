@@ -252,6 +252,8 @@ class PolicyNode(Node):
                 f"{self.targets_pub.topic_name} after {DRIVER_WAIT_S:g} s: publishing to the "
                 "readers there are")
             self.driver_matched = True
+        if self.driver_matched:
+            self.waiting_since = None  # a later wait (a restarted driver) starts its own clock
         return self.driver_matched
 
     def on_retry(self):

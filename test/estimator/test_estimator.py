@@ -319,11 +319,11 @@ def test_batched_is_bit_identical_to_single_robots(model, walking_on_the_spot):
         if ids is None:
             batch.update(r)
             for i in range(n):
-                singles[i].update(SensorReadings(**{f: v[i:i + 1] for f, v in vars(r).items()}))
+                singles[i].update(r.select(slice(i, i + 1)))
         else:
-            batch.update(SensorReadings(**{f: v[ids] for f, v in vars(r).items()}), ids=ids)
+            batch.update(r.select(ids), ids=ids)
             for i in ids:
-                singles[i].update(SensorReadings(**{f: v[i:i + 1] for f, v in vars(r).items()}))
+                singles[i].update(r.select(slice(i, i + 1)))
     state = batch.state()
     for i, single in enumerate(singles):
         one = single.state()
