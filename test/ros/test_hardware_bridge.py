@@ -387,7 +387,7 @@ def tiny_policy(tmp_path_factory):
 def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: int,
                       dt: float, offset: float):
     """Start ``driver`` (processes), then the policy node; returns the policy's first ``steps``
-    PD targets and the joint states stamped ``offset + k·dt`` by k."""
+    PD targets, the joint states stamped ``offset + k·dt`` by k, and the processes' logs."""
     procs = [start_node(cmd) for cmd in driver]
     p = Probe(topics=())
     targets, states = [], {}
@@ -413,7 +413,7 @@ def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: 
         for x in reversed(procs):
             os.killpg(x.pid, signal.SIGINT)
             x.wait(timeout=15)
-    return np.array(targets[:steps]), states
+    return np.array(targets[:steps]), states, "\n".join(log_of(x) for x in procs)
 
 
 # Flaky: about 1 full-suite run in 4 the bridge path's targets were 0.2-0.3 rad off (never in
@@ -431,12 +431,12 @@ def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
     from cassie_rl_ros.policy_runner import PolicyRunner
 
     steps, dt = 16, PolicyRunner.load(tiny_policy).dt
-    sim_targets, sim_states = record_policy_run(
+    sim_targets, sim_states, sim_logs = record_policy_run(
         start_node, [[sys.executable, "-m", "cassie_sim_ros.nodes.sim_node", "--ros-args",
                       "-p", "mode:=lockstep", "-p", f"policy_period:={dt}",
                       "-p", "estimator_rate:=0.0"]], tiny_policy, steps, dt, offset=0.0)
     emulator, port = start_emulator(start_node, "--lockstep", "--estimator-rate", "0")
-    bridge_targets, bridge_states = record_policy_run(
+    bridge_targets, bridge_states, bridge_logs = record_policy_run(
         start_node, [bridge_command(port, "mode:=lockstep", f"policy_period:={dt}")],
         tiny_policy, steps, dt, offset=0.0005)
     os.killpg(emulator.pid, signal.SIGINT)
@@ -455,6 +455,11 @@ def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
     # The bridge's robot starts one physics step later (its first exchange steps it), so the
     # first observations differ by 0.5 ms of settling. A wrong motor order, sign or offset is
     # off by 0.1 rad or more.
-    assert target_error.max() < 5e-3
+    # On failure, the logs (heading anchors, the bridge's exchanges) and both first states.
+    first = min(set(sim_states) & set(bridge_states), default=None)
+    assert target_error.max() < 5e-3, (
+        f"first common state k={first}: simulator node {sim_states.get(first)}, bridge "
+        f"{bridge_states.get(first)}\n--- simulator node path\n{sim_logs}\n--- bridge path\n"
+        f"{bridge_logs}\n--- emulator\n{log_of(emulator)}")
     # (plus 0.5 mrad: at the start, from rest, one physics step of motion is almost nothing)
     assert np.all(error <= 2.0 * one_step + 5e-4), (error, one_step)
