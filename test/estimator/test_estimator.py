@@ -333,6 +333,27 @@ def test_batched_is_bit_identical_to_single_robots(model, walking_on_the_spot):
         np.testing.assert_array_equal(batch.P[i], single.P[0])
 
 
+def test_readings_waiting_to_be_propagated_give_the_one_by_one_result_bit_for_bit(
+        model, walking_on_the_spot):
+    """Updates of every robot wait and are propagated together (at a correction or a read);
+    naming the robots (``ids``) propagates each reading at once. Both must agree exactly,
+    through corrections, reads at odd times and a rejected reading."""
+    _, angles, joint = walking_on_the_spot
+    waiting, one_by_one = CassieEstimator(1, DT), CassieEstimator(1, DT)
+    rng = np.random.default_rng(8)
+    for k in range(300):
+        r = readings(angles[k], joint, gyro=(0.3, -0.2, 0.5), accel=(0.4, -0.1, 9.9), rng=rng)
+        if k == 120:
+            r.imu_linear_acceleration[0, 0] = np.nan
+        waiting.update(r, return_state=k % 37 == 0)
+        one_by_one.update(r, ids=[0], return_state=False)
+    assert waiting.state().rejected_updates[0] == 1
+    a, b = waiting.state(), one_by_one.state()
+    for f in dataclasses.fields(a):
+        np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name), err_msg=f.name)
+    np.testing.assert_array_equal(waiting.P, one_by_one.P)
+
+
 # ------------------------------------------------------------------------- API
 
 
