@@ -348,10 +348,13 @@ _QUAT_B, _QUAT_C = _quat_outer_map()
 def matrix_to_quat(R: np.ndarray) -> np.ndarray:
     """(..., 3, 3) rotation → (..., 4) w, x, y, z with w >= 0 (Shepperd's method, vectorised:
     the row of 4·q·qᵀ with the largest diagonal entry is q times a well-conditioned factor)."""
-    Q = (R.reshape(R.shape[:-2] + (9,)) @ _QUAT_B + _QUAT_C).reshape(R.shape[:-2] + (4, 4))
-    best = np.argmax(Q[..., [0, 1, 2, 3], [0, 1, 2, 3]], axis=-1)
-    row = np.take_along_axis(Q, best[..., None, None], axis=-2)[..., 0, :]
-    return row * (np.copysign(1.0, row[..., :1]) / np.sqrt((row * row).sum(-1))[..., None])
+    flat = R.reshape(-1, 9)
+    Q = (flat @ _QUAT_B + _QUAT_C).reshape(-1, 4, 4)
+    # (np.diagonal and integer rows: a few µs where fancy diagonals and take_along_axis cost
+    # tens, and the estimator converts its orientation at every read)
+    row = Q[np.arange(len(Q)), np.diagonal(Q, axis1=1, axis2=2).argmax(1)]
+    row *= (np.copysign(1.0, row[:, :1]) / np.sqrt(np.add.reduce(row * row, 1))[:, None])
+    return row.reshape(R.shape[:-2] + (4,))
 
 
 # ------------------------------------------------------------------------------------ kinematics
