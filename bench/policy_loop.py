@@ -23,6 +23,7 @@ The machine's load average is recorded: on a shared machine the numbers are only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -54,10 +55,12 @@ def stats_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
 def train_bench_policy(directory: Path) -> Path:
     from cassie_rl_ros.training.train import main
 
-    rc = main(["runner.max_iterations=1", "runner.num_envs=2", "runner.num_steps_per_env=8",
-               "runner.eval_interval=0", "runner.num_threads=1", "runner.export_torchscript=false",
-               "runner.experiment_name=bench", f"runner.log_dir={directory}",
-               "env.sim.timestep=0.0005", "env.policy_substeps=50"])
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+        rc = main(["runner.max_iterations=1", "runner.num_envs=2", "runner.num_steps_per_env=8",
+                   "runner.eval_interval=0", "runner.num_threads=1",
+                   "runner.export_torchscript=false", "runner.experiment_name=bench",
+                   f"runner.log_dir={directory}", "env.sim.timestep=0.0005",
+                   "env.policy_substeps=50"])
     if rc != 0:
         raise SystemExit(f"training the bench policy failed ({rc})")
     return directory / "bench"
