@@ -288,7 +288,12 @@ def test_foreign_and_wrong_length_packets_are_dropped_and_loss_and_delay_reporte
         robot.sock.sendto(packet + b"\0", robot.peer)
 
     try:
-        level, message, values = probe.fresh_diagnostics(every=attack)
+        # A window in which this process's fake robot was starved of CPU (a loaded machine)
+        # reports "no state from the robot" instead: take the next one then.
+        for _ in range(5):
+            level, message, values = probe.fresh_diagnostics(every=attack)
+            if "no state" not in message:
+                break
     finally:
         foreign.close()
     assert int(values["foreign"]) > 0 and int(values["wrong_length"]) > 0
