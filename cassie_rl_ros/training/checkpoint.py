@@ -49,6 +49,8 @@ from .config import TrainConfig
 POLICY_FILE = "policy.safetensors"
 CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.jsonl"
+KEPT_POLICIES = "policies"
+"""A run's folder of policies kept every ``runner.keep_policy_interval`` iterations."""
 """In a run folder (not a checkpoint): one line per (re)start of the run."""
 TRAINED_FORWARD_MAX = "trained_forward_max"
 """Policy metadata key: the forward command limit a curriculum had reached."""

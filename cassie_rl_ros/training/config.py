@@ -44,6 +44,11 @@ class RunnerConfig:
     mostly compete with the simulation threads for the same cores."""
     save_interval: int = 50
     """Write a checkpoint every this many iterations (and always at the end or on a stop)."""
+    keep_policy_interval: int = 0
+    """Also keep the policy every this many iterations in ``policies/<iteration>/`` (what
+    ``cassie-rl eval`` and ``cassie-rl ship --from`` read); 0 keeps none. Checkpoints a few
+    iterations apart can differ a lot in the walking evaluation: evaluate the kept ones and
+    ship the best."""
     eval_interval: int = 10
     """Measure the test return every this many iterations (and at the last); 0 never does,
     and then no best policy is kept."""
@@ -68,8 +73,8 @@ class RunnerConfig:
         for name in ("num_envs", "num_steps_per_env", "num_threads", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"runner.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iterations", "torch_threads", "save_interval", "eval_interval",
-                     "prepass_steps"):
+        for name in ("max_iterations", "torch_threads", "save_interval", "keep_policy_interval",
+                     "eval_interval", "prepass_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"runner.{name}: must be >= 0, got {getattr(self, name)}")
         if not self.prepass_noise_std >= 0:

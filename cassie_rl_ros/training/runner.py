@@ -7,6 +7,7 @@ VecEnv`` (``cassie_rl_ros.envs.cassie_env.make_env`` for Cassie). One run lives 
         config.yaml         the resolved config of the latest (re)start
         checkpoint/         latest training state, replaced atomically (see checkpoint.py)
         best/               the policy with the best test return so far (+ best.json)
+        policies/<iteration>/  a policy every runner.keep_policy_interval iterations (+ kept.json)
         metrics.jsonl       one JSON object per iteration (the keys below)
         history.jsonl       one JSON object per (re)start: its iteration and the config values
                             a resume changed
@@ -35,8 +36,8 @@ from cassie_sim_ros.config import dump_yaml, to_dict
 from ..algorithms.ppo import PPO
 from ..envs.vec_env import VecEnv
 from ..policies.actor_critic import ActorCritic
-from .checkpoint import (HISTORY_FILE, CheckpointError, check_state_dict, load_checkpoint,
-                         load_policy, recover_dir, save_checkpoint, save_policy,
+from .checkpoint import (HISTORY_FILE, KEPT_POLICIES, CheckpointError, check_state_dict,
+                         load_checkpoint, load_policy, recover_dir, save_checkpoint, save_policy,
                          write_dir_atomically, write_file_atomically)
 from .config import TrainConfig
 from .progress import Progress, json_safe
@@ -235,6 +236,8 @@ class OnPolicyRunner:
                     self.iteration == rc.max_iterations
                 ):
                     self.save_checkpoint()
+                if rc.keep_policy_interval and self.iteration % rc.keep_policy_interval == 0:
+                    self._keep_policy()
             if self.last_checkpoint_iteration != self.iteration:
                 self.save_checkpoint()  # stopped early: keep what was done
         except KeyboardInterrupt:
@@ -320,6 +323,17 @@ class OnPolicyRunner:
                                trained_forward_max=self.env.trained_forward_max())
         self.last_checkpoint_iteration = self.iteration
         return path
+
+    def _keep_policy(self) -> None:
+        info = {"iteration": self.iteration, "env_steps": self.env_steps}
+
+        def write(tmp: Path) -> None:
+            save_policy(self.policy, self.cfg, tmp, self.cfg.runner.export_torchscript,
+                        self.env.trained_forward_max())
+            (tmp / "kept.json").write_text(json.dumps(info) + "\n")
+
+        (self.run_dir / KEPT_POLICIES).mkdir(exist_ok=True)
+        write_dir_atomically(self.run_dir / KEPT_POLICIES / f"{self.iteration:06d}", write)
 
     def _save_best(self, test_return: float) -> None:
         info = {"iteration": self.iteration, "test_return": test_return}

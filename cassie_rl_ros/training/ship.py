@@ -2,6 +2,7 @@
 
     cassie-rl ship runs/walk --to policies/walk            # the best policy, judged and logged
     cassie-rl ship runs/walk --from checkpoint --episodes 20
+    cassie-rl ship runs/walk --from policies/003450         # a kept one (keep_policy_interval)
 
 The folder holds what the policy node loads (``policy.safetensors`` with the normaliser inside,
 ``config.yaml``, the TorchScript ``policy.pt`` when the run exported one) and what a reader needs
@@ -20,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .checkpoint import (CONFIG_FILE, HISTORY_FILE, POLICY_FILE, TORCHSCRIPT_FILE,
+from .checkpoint import (CONFIG_FILE, HISTORY_FILE, KEPT_POLICIES, POLICY_FILE, TORCHSCRIPT_FILE,
                          CheckpointError, recover_dir, write_dir_atomically)
 
 LOG_KEYS = ("iteration", "env_steps", "wall_time", "episode/length", "return/batch",
@@ -108,6 +109,11 @@ def ship(run: str | Path, to: str | Path, source: str = "best", episodes: int = 
     from .evaluate import evaluate_walking, load_policy_fn
 
     run, to = Path(run), Path(to)
+    parts = Path(source).parts
+    if not (source in ("best", "checkpoint")
+            or (len(parts) == 2 and parts[0] == KEPT_POLICIES and parts[1].isdigit())):
+        raise CheckpointError(f"--from {source!r}: expected best, checkpoint or "
+                              f"{KEPT_POLICIES}/<iteration>")
     policy_dir = run / source
     recover_dir(policy_dir)
     if not (policy_dir / POLICY_FILE).is_file():
@@ -140,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cassie-rl ship", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="training run folder")
     parser.add_argument("--to", required=True, help="policy folder to write (replaced)")
-    parser.add_argument("--from", dest="source", choices=("best", "checkpoint"), default="best",
-                        help="which of the run's policies")
+    parser.add_argument("--from", dest="source", default="best",
+                        help="which of the run's policies: best (default), checkpoint, or a "
+                             "kept one, policies/<iteration> (runner.keep_policy_interval)")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--push-force", type=float, default=50.0)

@@ -32,6 +32,21 @@ def test_a_run_without_the_chosen_policy_is_refused_clearly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "best" in err and "--from checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+    for source in ("policies/000001", "../other", "policies"):  # none kept; not a policy
+        assert main([str(run), "--to", str(tmp_path / "out"), "--from", source]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and source in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_kept_policy_ships(tmp_path):
+    run = train_tiny_policy(tmp_path / "runs", "runner.keep_policy_interval=1")
+    target = tmp_path / "policy"
+    assert main([str(run), "--to", str(target), "--from", "policies/000001", "--episodes", "1",
+                 "--seconds", "1", "--push-force", "0"]) == 0
+    assert PolicyRunner.load(target).dt > 0
+    report = json.loads((target / "eval.json").read_text())
+    assert report["policy"].endswith("policies/000001")
 
 
 def test_notes_replace_the_one_command_reproduction(tmp_path):

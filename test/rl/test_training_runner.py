@@ -67,6 +67,21 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     assert all(row["return/batch"] != 12345 for row in rows)
 
 
+def test_kept_policies_are_the_weights_of_their_iteration(tmp_path):
+    cfg = tiny_config(tmp_path, max_iterations=4, keep_policy_interval=2, eval_interval=0)
+    seen = {}
+    runner = OnPolicyRunner(cfg, make_point_mass_env, on_iteration=lambda m: seen.update(
+        {m["iteration"]: {k: v.clone() for k, v in runner.policy.state_dict().items()}}))
+    runner.learn()
+    kept = sorted(p.name for p in (runner.run_dir / "policies").iterdir())
+    assert kept == ["000002", "000004"]
+    for name in kept:
+        policy, _ = load_policy(runner.run_dir / "policies" / name)
+        for key, value in policy.state_dict().items():
+            assert torch.equal(value, seen[int(name)][key]), (name, key)
+    assert '"iteration": 2' in (runner.run_dir / "policies" / "000002" / "kept.json").read_text()
+
+
 def test_best_policy_is_the_one_with_the_highest_test_return(tmp_path):
     cfg = tiny_config(tmp_path, max_iterations=5, eval_interval=1, export_torchscript=True)
     runner = OnPolicyRunner(cfg, make_point_mass_env)
