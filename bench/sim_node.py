@@ -18,6 +18,7 @@ The machine's load average is recorded: on a shared machine the numbers are only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,18 @@ def stop_node(proc: subprocess.Popen, log: Path) -> dict:
     raise RuntimeError(f"no stats from sim_node:\n{log.read_text(errors='replace')}")
 
 
+@contextlib.contextmanager
+def stopped_on_error(proc: subprocess.Popen) -> Iterator[None]:
+    """Kill the node if the measurement fails: a bench must not leave a node running."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
 def wait_up(policy: Policy, proc: subprocess.Popen, log: Path):
     ok = policy.spin_until(lambda: (policy.last is not None
                                     and policy.pub.get_subscription_count() > 0)
@@ -146,16 +160,17 @@ def wait_up(policy: Policy, proc: subprocess.Popen, log: Path):
 def realtime_over_ros(policy: Policy, env: dict, tmp: Path, actuator: str, seconds: float) -> dict:
     log = tmp / "realtime.log"
     proc = start_node(["mode:=realtime", "publish_rate:=400.0", f"actuator:={actuator}"], env, log)
-    wait_up(policy, proc, log)
-    q0 = np.array(policy.last.position[:10])
-    policy.stamps.clear()
-    start = next_send = time.monotonic()
-    while (now := time.monotonic()) - start < seconds:
-        if now >= next_send:
-            policy.send(q0)  # 40 Hz
-            next_send += 0.025
-        policy.executor.spin_once(timeout_sec=max(0.0, min(next_send - now, 0.01)))
-    wall = time.monotonic() - start
+    with stopped_on_error(proc):
+        wait_up(policy, proc, log)
+        q0 = np.array(policy.last.position[:10])
+        policy.stamps.clear()
+        start = next_send = time.monotonic()
+        while (now := time.monotonic()) - start < seconds:
+            if now >= next_send:
+                policy.send(q0)  # 40 Hz
+                next_send += 0.025
+            policy.executor.spin_once(timeout_sec=max(0.0, min(next_send - now, 0.01)))
+        wall = time.monotonic() - start
     stats = stop_node(proc, log)
     stamps = np.array(policy.stamps)
     gaps = np.diff(stamps)
@@ -175,16 +190,17 @@ def lockstep_over_ros(policy: Policy, env: dict, tmp: Path, actuator: str, secon
     log = tmp / f"lockstep_{actuator}.log"
     policy.last = None
     proc = start_node(["mode:=lockstep", f"actuator:={actuator}"], env, log)
-    wait_up(policy, proc, log)
-    q0 = np.array(policy.last.position[:10])
-    steps, start = 0, time.monotonic()
-    while time.monotonic() - start < seconds:
-        seen = len(policy.stamps)
-        policy.send(q0 + 0.05 * np.sin(0.2 * steps + np.arange(10)))
-        if not policy.spin_until(lambda: len(policy.stamps) > seen, 10.0):
-            raise RuntimeError(f"lockstep stalled:\n{log.read_text(errors='replace')}")
-        steps += 1
-    rate = steps / (time.monotonic() - start)
+    with stopped_on_error(proc):
+        wait_up(policy, proc, log)
+        q0 = np.array(policy.last.position[:10])
+        steps, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            seen = len(policy.stamps)
+            policy.send(q0 + 0.05 * np.sin(0.2 * steps + np.arange(10)))
+            if not policy.spin_until(lambda: len(policy.stamps) > seen, 10.0):
+                raise RuntimeError(f"lockstep stalled:\n{log.read_text(errors='replace')}")
+            steps += 1
+        rate = steps / (time.monotonic() - start)
     stop_node(proc, log)
     period = SimNodeConfig().policy_period
     return {"policy_steps_per_s": rate, "times_real_time": rate * period}
