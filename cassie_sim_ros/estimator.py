@@ -723,7 +723,9 @@ class CassieEstimator:
                 self._all_initialized = bool(self.initialized.all())
             if good.size:
                 sel = slice(None) if all_robots else good
-                self._propagate(sel, xg, dt)
+                self._filter_joint_velocity(sel, xg)
+                self._propagate(sel, xg[None], dt)
+                self._pending[sel] += dt
                 # Correct when the time since the last correction reaches correction_every
                 # updates (sooner after rejected updates).
                 due = self._pending[sel] >= self._correction_interval
@@ -739,8 +741,7 @@ class CassieEstimator:
         propagates all waiting readings in a few numpy calls instead of a few per reading (at
         N = 1 each call's overhead is the cost). Bit-identical to propagating one by one."""
         self._last_accepted[:] = x
-        qd = self._joint_qd
-        qd += self._alpha_joint * (x[:, 26:32] - qd)
+        self._filter_joint_velocity(slice(None), x)
         if not self._num_waiting:
             self._waiting_pending = float(self._pending[0])
         self._waiting[self._num_waiting] = x
@@ -753,23 +754,12 @@ class CassieEstimator:
                 self._correct(slice(None), x)
 
     def _catch_up(self):
-        """Propagate the waiting readings (``_propagate``'s arithmetic, reading by reading)."""
+        """Propagate the waiting readings."""
         if not self._num_waiting:
             return
-        xs = self._waiting[:self._num_waiting]  # (m, N, input)
+        xs = self._waiting[:self._num_waiting]
         self._num_waiting = 0
-        imu = xs[:, :, self._GYRO.start:self._ACC.stop] - self.b  # gyro, accel less biases
-        E = _exp_so3_small(imu[..., :3] * self.dt)
-        R = np.empty((len(xs) + 1,) + self.R.shape)  # orientation before each reading, and after
-        R[0] = self.R
-        for k in range(len(xs)):
-            R[k + 1] = R[k] @ E[k]
-        acc_world = (R[:-1] @ imu[..., 3:, None])[..., 0] + GRAVITY
-        # v and p as the running sums _propagate makes (np.add.accumulate adds in order).
-        v = np.add.accumulate(np.concatenate([self.X[None, :, 0], acc_world * self.dt]), axis=0)
-        increments = (v[:-1] + 0.5 * acc_world * self.dt) * self.dt
-        p = np.add.accumulate(np.concatenate([self.X[None, :, 1], increments]), axis=0)
-        self.X[:, 0], self.X[:, 1], self.R[:] = v[-1], p[-1], R[-1]
+        self._propagate(slice(None), xs, self._dt_all)
         self._pending[:] = self._waiting_pending
 
     def _input_matrix(self, s, rows: int) -> np.ndarray:
@@ -858,16 +848,26 @@ class CassieEstimator:
         self._pending[ids] = 0.0
         self.initialized[ids] = True
 
-    def _propagate(self, sel, x: np.ndarray, dt: np.ndarray):
-        """IMU propagation of the mean (Hartley et al. 2020, eq. 23): every update."""
-        R, b = self.R[sel], self.b[sel]
+    def _propagate(self, sel, xs: np.ndarray, dt: np.ndarray):
+        """IMU propagation of the mean (Hartley et al. 2020, eq. 23) through the readings ``xs``
+        (m, k robots, input), each ``dt`` (k,) after the last: reading by reading, with the
+        numpy calls over all m at once (one reading or several give the same bits)."""
         dt1 = dt[:, None]
-        acc_world = (R @ (x[:, self._ACC] - b[:, 3:])[..., None])[..., 0] + GRAVITY
-        v = self.X[sel, 0]
-        self.X[sel, 1] += (v + 0.5 * acc_world * dt1) * dt1
-        self.X[sel, 0] = v + acc_world * dt1
-        self.R[sel] = R @ _exp_so3_small((x[:, self._GYRO] - b[:, :3]) * dt1)
-        self._pending[sel] += dt
+        imu = xs[:, :, self._GYRO.start:self._ACC.stop] - self.b[sel]  # gyro, accel less biases
+        E = _exp_so3_small(imu[..., :3] * dt1)
+        R = np.empty((len(xs) + 1,) + E.shape[1:])  # orientation before each reading, and after
+        R[0] = self.R[sel]
+        for k in range(len(xs)):
+            R[k + 1] = R[k] @ E[k]
+        acc_world = (R[:-1] @ imu[..., 3:, None])[..., 0] + GRAVITY
+        # v += a·Δt and p += (v + ½a·Δt)·Δt in order: np.add.accumulate adds left to right.
+        X = self.X[sel]
+        v = np.add.accumulate(np.concatenate([X[None, :, 0], acc_world * dt1]), axis=0)
+        p = np.add.accumulate(np.concatenate([X[None, :, 1],
+                                              (v[:-1] + 0.5 * acc_world * dt1) * dt1]), axis=0)
+        self.X[sel, 0], self.X[sel, 1], self.R[sel] = v[-1], p[-1], R[-1]
+
+    def _filter_joint_velocity(self, sel, x: np.ndarray):
         qd = self._joint_qd[sel]
         self._joint_qd[sel] = qd + self._alpha_joint * (x[:, 26:32] - qd)
 

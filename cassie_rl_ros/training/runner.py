@@ -325,25 +325,25 @@ class OnPolicyRunner:
         return path
 
     def _keep_policy(self) -> None:
-        info = {"iteration": self.iteration, "env_steps": self.env_steps}
-
-        def write(tmp: Path) -> None:
-            save_policy(self.policy, self.cfg, tmp, self.cfg.runner.export_torchscript,
-                        self.env.trained_forward_max())
-            (tmp / "kept.json").write_text(json.dumps(info) + "\n")
-
         (self.run_dir / KEPT_POLICIES).mkdir(exist_ok=True)
-        write_dir_atomically(self.run_dir / KEPT_POLICIES / f"{self.iteration:06d}", write)
+        self._save_policy_folder(self.run_dir / KEPT_POLICIES / f"{self.iteration:06d}",
+                                 "kept.json", {"iteration": self.iteration,
+                                               "env_steps": self.env_steps})
 
     def _save_best(self, test_return: float) -> None:
-        info = {"iteration": self.iteration, "test_return": test_return}
+        self._save_policy_folder(self.run_dir / "best", "best.json",
+                                 {"iteration": self.iteration, "test_return": test_return})
+
+    def _save_policy_folder(self, folder: Path, info_file: str, info: dict) -> None:
+        """The current policy, deployable (policy.safetensors, config.yaml, policy.pt), and a
+        JSON note of when it was saved, written atomically to ``folder``."""
 
         def write(tmp: Path) -> None:
             save_policy(self.policy, self.cfg, tmp, self.cfg.runner.export_torchscript,
                         self.env.trained_forward_max())
-            (tmp / "best.json").write_text(json.dumps(info) + "\n")
+            (tmp / info_file).write_text(json.dumps(info) + "\n")
 
-        write_dir_atomically(self.run_dir / "best", write)
+        write_dir_atomically(folder, write)
 
     # ------------------------------------------------------------------------------ restarts
 
