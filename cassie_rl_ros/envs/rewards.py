@@ -173,6 +173,17 @@ def pelvis_still(ctx: StepContext, scale: float = 2.0) -> np.ndarray:
 
 
 @reward_term
+def capture_point(ctx: StepContext, scale: float = 10.0) -> np.ndarray:
+    """exp(−scale·|c − f|) in the ground plane: c the pelvis's capture point x + v·√(z/g)
+    (Pratt et al. 2006), f the midpoint of the feet. Standing over the feet scores 1; after a
+    push c runs ahead, and a step towards it, not only a stiffer stance, wins the score back."""
+    time_constant = np.sqrt(np.maximum(ctx.pelvis_pos[:, 2], 0.0) / 9.81)
+    capture = ctx.pelvis_pos[:, :2] + ctx.pelvis_vel[:, :2] * time_constant[:, None]
+    miss = capture - ctx.foot_pos[:, :, :2].mean(axis=1)
+    return np.exp(-scale * np.linalg.norm(miss, axis=1))
+
+
+@reward_term
 def lateral_position(ctx: StepContext, scale: float = 1.0) -> np.ndarray:
     """exp(−scale·|y|), y across the commanded heading (RSS-2020): stay on the line it started
     on. Episodes start at the world origin, so that line runs through it along the heading;

@@ -222,6 +222,21 @@ def test_lateral_position_is_the_distance_from_the_line_along_the_commanded_head
     np.testing.assert_allclose(reward, [1.0, np.exp(-1.0), np.exp(-1.0)])
 
 
+def test_capture_point_rewards_feet_under_where_the_pelvis_would_come_to_rest():
+    # Feet at x = 0; the pelvis 0.981 m up (time constant 1/sqrt(10) s). Still over the feet:
+    # 1. Moving at 0.316 m/s: the capture point lies 0.1 m ahead. Feet stepped 0.1 m ahead of a
+    # moving pelvis: 1 again. Backwards as far: the same score as forwards.
+    feet = np.zeros((4, 2, 3))
+    feet[:, 0, 1], feet[:, 1, 1] = 0.1, -0.1
+    feet[2, :, 0] = 0.1
+    vel = np.zeros((4, 3))
+    vel[1:3, 0], vel[3, 0] = 0.1 / np.sqrt(0.981 / 9.81), -0.1 / np.sqrt(0.981 / 9.81)
+    ctx = _context(4, pelvis_pos=np.tile([0.0, 0.0, 0.981], (4, 1)), pelvis_vel=vel,
+                   foot_pos=feet)
+    reward = REWARD_TERMS["capture_point"](ctx, scale=10.0)
+    np.testing.assert_allclose(reward, [1.0, np.exp(-1.0), 1.0, np.exp(-1.0)])
+
+
 def test_swing_foot_velocity_rewards_the_swing_foot_moving_at_stride_pace_along_the_heading():
     # phase 0.8: the left foot swings. Commanded 0.4 m/s along +y: a 0.4 swing ratio wants the
     # swing foot at 1 m/s along +y; the stance foot's velocity does not count.
