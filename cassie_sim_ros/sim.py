@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import math
+
 import mujoco
 import mujoco.batch
 import numpy as np
@@ -146,7 +148,7 @@ class CassieSim:
         self.diverged = np.zeros(n, dtype=bool)
         """Sims that went unstable; each is put back at the standing keyframe and stays flagged
         until the caller resets it (training ends such an episode)."""
-        self._warnings_seen = self._instability_warnings()
+        self._note_warnings()
         self._nominal = {name: getattr(m, name).copy() for name in
                          ("body_mass", "body_inertia", "dof_damping", "geom_friction",
                           "jnt_stiffness", "body_ipos")}
@@ -168,6 +170,7 @@ class CassieSim:
         if ids.size == 0:
             return
         self._batch.reset(ids, keyframe=0, stage=int(mujoco.mjtStage.mjSTAGE_NONE))
+        self._note_warnings()  # cleared by the reset; a bad given state warns anew below
         if qpos is not None:
             qpos = np.broadcast_to(np.asarray(qpos, dtype=float), (ids.size, self.model.nq))
             _check_finite("qpos", qpos)
@@ -248,9 +251,11 @@ class CassieSim:
         _check_finite("push torque", torque)
         if not (np.isfinite(duration) and duration >= 0):
             raise ValueError(f"push duration must be finite and >= 0, got {duration}")
-        self._xfrc[ids, self._pelvis, :3] = force
-        self._xfrc[ids, self._pelvis, 3:] = torque
-        self._push_steps[ids] = int(round(duration / self.timestep))
+        steps = int(round(duration / self.timestep))
+        # A push shorter than half a physics step is no push (it would never be taken off).
+        self._xfrc[ids, self._pelvis, :3] = force if steps else 0.0
+        self._xfrc[ids, self._pelvis, 3:] = torque if steps else 0.0
+        self._push_steps[ids] = steps
 
     # ---------------------------------------------------------------- stepping
 
@@ -258,18 +263,21 @@ class CassieSim:
         """Advance every sim ``nstep`` physics steps with the held PD commands."""
         remaining = nstep
         while remaining > 0:
-            active = self._push_steps[self._push_steps > 0]
-            chunk = min(remaining, int(active.min())) if active.size else remaining
+            if not self._push_steps.any():  # the usual case, in as few numpy calls as can be
+                chunk = remaining
+            else:
+                chunk = min(remaining, int(self._push_steps[self._push_steps > 0].min()))
             if self.fast:
                 self._batch.step(nstep=chunk, stage=_VEL)
             else:
                 for _ in range(chunk):
                     self._step_pipeline()
             remaining -= chunk
-            pushing = self._push_steps > 0
-            self._push_steps[pushing] -= chunk
-            ended = pushing & (self._push_steps <= 0)
-            self._xfrc[ended, self._pelvis] = 0.0
+            if self._push_steps.any():
+                pushing = self._push_steps > 0
+                self._push_steps[pushing] -= chunk
+                ended = pushing & (self._push_steps <= 0)
+                self._xfrc[ended, self._pelvis] = 0.0
         self._check_divergence()
 
     def _step_pipeline(self):
@@ -280,26 +288,38 @@ class CassieSim:
         self._qfrc[:, self._motor_dadr] = self.pipeline.soft_limit_torque(q, qd)
         self._batch.step(nstep=1, stage=_VEL)
 
-    _INSTABILITY = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS,
-                                     mujoco.mjtWarning.mjWARN_BADQVEL,
-                                     mujoco.mjtWarning.mjWARN_BADQACC)]
+    # Consecutive in mjtWarning, so the counters are a view: mjWARN_BADQPOS, BADQVEL, BADQACC.
+    _INSTABILITY = slice(int(mujoco.mjtWarning.mjWARN_BADQPOS),
+                         int(mujoco.mjtWarning.mjWARN_BADQACC) + 1)
+    assert _INSTABILITY.stop - _INSTABILITY.start == 3
 
     def _instability_warnings(self) -> np.ndarray:
         """Per sim, how often MuJoCo found a bad qpos, qvel or qacc and reset the state."""
         return np.asarray(self._batch.warning)[:, self._INSTABILITY, 1].sum(axis=1)
 
     def _check_divergence(self):
+        # The usual case first, in five numpy calls: no new warning, no error, and every
+        # position and velocity finite (a NaN or inf makes the sums non-finite).
+        if (int(self._batch.warning[:, self._INSTABILITY, 1].sum()) == self._warnings_total
+                and not self._batch.status.any()
+                and math.isfinite(float(self._qpos.sum()) + float(self._qvel.sum()))):
+            return
         bad = ~(np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1))
         bad |= np.asarray(self._batch.status) != 0
         warnings = self._instability_warnings()
         bad |= warnings > self._warnings_seen
-        self._warnings_seen = warnings
         newly = bad & ~self.diverged
         if newly.any():
             self.diverged |= newly
             # Back to a sane state so the sim cannot stall or poison the batch.
             ids = np.flatnonzero(newly)
             self._batch.reset(ids, keyframe=0)
+        self._note_warnings()
+
+    def _note_warnings(self):
+        """Remember the warning counters (a reset clears those of its sims)."""
+        self._warnings_seen = self._instability_warnings()
+        self._warnings_total = int(self._warnings_seen.sum())
 
     # ---------------------------------------------------------------- readings
 
@@ -459,7 +479,7 @@ class CassieSim:
             self.pipeline.set_state(state["pipeline"])
         self._apply_gains(np.arange(self.num_sims))
         self._batch.forward(stage=_VEL)
-        self._warnings_seen = self._instability_warnings()
+        self._note_warnings()
 
     # ---------------------------------------------------------------- rendering
 
@@ -473,7 +493,7 @@ class CassieSim:
 
 
 def _check_finite(name: str, value: np.ndarray):
-    if not np.all(np.isfinite(value)):
+    if not np.isfinite(value).all():
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
 
 

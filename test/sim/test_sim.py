@@ -182,6 +182,26 @@ def test_a_diverging_sim_is_flagged_and_parked_without_touching_the_others():
     assert np.isfinite(sim.qpos).all()
 
 
+def test_a_sim_that_diverges_again_after_its_reset_is_flagged_again():
+    # The reset clears MuJoCo's warning counters: the second divergence must still count.
+    sim = CassieSim(SimConfig(actuator="fast"), num_sims=2)
+    qvel = np.zeros(32)
+    qvel[6:] = 1e12
+    for _ in range(2):
+        sim.reset(ids=[0], qvel=qvel)
+        assert not sim.diverged[0]
+        sim.step(20)
+        assert sim.diverged.tolist() == [True, False]
+
+
+def test_a_zero_duration_push_pushes_nothing():
+    pushed, still = CassieSim(), CassieSim()
+    pushed.push([300.0, 0.0, 0.0], duration=0.0)
+    pushed.step(200)
+    still.step(200)
+    np.testing.assert_array_equal(pushed.qpos, still.qpos)
+
+
 def test_per_sim_dynamics_match_a_single_sim_with_the_same_dynamics():
     batch = CassieSim(SimConfig(actuator="fast"), num_sims=2)
     single = CassieSim(SimConfig(actuator="fast"))
