@@ -189,10 +189,24 @@ def load_policy_fn(paths: list[str]) -> tuple[PolicyFn, CassieEnvConfig]:
     return act, configs[0].env
 
 
+def summary_line(report: dict) -> str:
+    """One line of a ``cassie-rl eval`` report: the verdict and the worst figures."""
+    def part(result: dict) -> str:
+        return (f"{result['passed']}/{result['episodes']} pass, {result['falls']} falls, speed "
+                f"error {result['mean_speed_error']:.3f} m/s, lateral <= "
+                f"{result['max_lateral_drift_m']:.2f} m, yaw <= "
+                f"{result['max_yaw_drift_deg']:.1f} deg")
+    pushed = f"; pushed {part(report['pushed'])}" if "pushed" in report else ""
+    return f"{' '.join(report['policy'])}: {part(report['nominal'])}{pushed}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cassie-rl eval", description=__doc__.splitlines()[0])
     parser.add_argument("policy", nargs="+", help="run directory or policy.safetensors; "
                         "several are evaluated as an ensemble averaging their actions")
+    parser.add_argument("--each", action="store_true",
+                        help="evaluate each policy on its own (e.g. a run's kept policies, "
+                        "RUN/policies/*): a JSON list, and a line per policy on stderr")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--push-force", type=float, default=50.0,
@@ -201,19 +215,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     from cassie_rl_ros.training.checkpoint import CheckpointError
-    try:
-        policy, env_config = load_policy_fn(args.policy)
+    groups = [[p] for p in args.policy] if args.each else [args.policy]
+    try:  # all of them before any evaluation: a bad path fails at once, not an hour in
+        loaded = [(paths, *load_policy_fn(paths)) for paths in groups]
     except (CheckpointError, OSError) as err:
         print(f"cassie-rl eval: {err}", file=sys.stderr)
         return 2
-    report = {"policy": args.policy,
-              "nominal": evaluate_walking(policy, env_config, args.episodes, args.seconds,
-                                          seed=args.seed, num_threads=args.threads)}
-    if args.push_force > 0:
-        report["pushed"] = evaluate_walking(policy, env_config, args.episodes, args.seconds,
-                                            push_force=args.push_force, seed=args.seed,
-                                            num_threads=args.threads)
-    print(json.dumps(report, indent=2))
+    reports = []
+    for paths, policy, env_config in loaded:
+        report = {"policy": paths,
+                  "nominal": evaluate_walking(policy, env_config, args.episodes, args.seconds,
+                                              seed=args.seed, num_threads=args.threads)}
+        if args.push_force > 0:
+            report["pushed"] = evaluate_walking(policy, env_config, args.episodes, args.seconds,
+                                                push_force=args.push_force, seed=args.seed,
+                                                num_threads=args.threads)
+        if args.each:
+            print(summary_line(report), file=sys.stderr, flush=True)
+        reports.append(report)
+    print(json.dumps(reports if args.each else reports[0], indent=2))
     return 0
 
 

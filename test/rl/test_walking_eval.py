@@ -1,11 +1,14 @@
 """The walking criterion (`cassie-rl eval`): what it runs and how it judges."""
 
+import json
+
 import numpy as np
 import pytest
 
 from cassie_rl_ros.envs.cassie_env import CassieEnvConfig
-from cassie_rl_ros.training.evaluate import evaluate_walking, evaluation_env_config
+from cassie_rl_ros.training.evaluate import evaluate_walking, evaluation_env_config, main
 from cassie_sim_ros.config import from_dict, to_dict
+from tiny_policy import train_tiny_policy
 
 
 def test_evaluation_starts_standing_with_noise_and_without_training_aids():
@@ -93,3 +96,22 @@ def test_a_foot_counts_as_airborne_only_in_full_swing_and_off_the_ground():
     np.testing.assert_array_equal(swing_airborne(swing, forces),
                                   [[True, False], [False, False], [False, False]])
 
+
+
+def test_each_kept_policy_is_evaluated_on_its_own(tmp_path, capsys):
+    run = train_tiny_policy(tmp_path / "runs", "runner.max_iterations=2",
+                            "runner.keep_policy_interval=1")
+    kept = sorted(str(p) for p in (run / "policies").iterdir() if p.is_dir())
+    assert len(kept) == 2
+    capsys.readouterr()  # the training's output
+    options = ["--episodes", "1", "--seconds", "0.5", "--push-force", "0"]
+    assert main([*kept, "--each", *options]) == 0
+    out = capsys.readouterr()
+    reports = json.loads(out.out)
+    assert [r["policy"] for r in reports] == [[k] for k in kept]
+    assert [r["nominal"]["episodes"] for r in reports] == [1, 1]
+    assert [line.split(":")[0] for line in out.err.splitlines()] == kept
+    # A bad path among them: refused before anything is evaluated.
+    assert main([kept[0], str(tmp_path / "missing"), "--each", *options]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "missing" in out.err
