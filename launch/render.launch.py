@@ -33,7 +33,8 @@ ARGUMENTS = {
 RECORDED_TOPICS = ['/clock', '/cassie/joint_states', '/cassie/imu', '/cassie/ground_truth',
                    '/cassie/pd_targets', '/cassie/policy_action', '/cassie/cmd_vel',
                    '/cassie/step_frequency', '/cassie/foot_forces/left',
-                   '/cassie/foot_forces/right']
+                   '/cassie/foot_forces/right', '/cassie/foot_positions/left',
+                   '/cassie/foot_positions/right', '/cassie/state_estimate']
 
 
 def simulator_matching_the_policy(context):

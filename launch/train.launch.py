@@ -2,7 +2,7 @@
 
     ros2 launch cassie_rl_ros train.launch.py
     ros2 launch cassie_rl_ros train.launch.py config:=my_train.yaml overrides:="runner.num_envs=16"
-    ros2 launch cassie_rl_ros train.launch.py resume:=runs/cassie
+    ros2 launch cassie_rl_ros train.launch.py resume:=runs/walk
 
 Ctrl-C lets the node finish its iteration and save a checkpoint; sigterm_timeout is how long
 launch waits for that before escalating to SIGTERM (then SIGKILL).

@@ -1,7 +1,7 @@
 """``train_node``: the training runner of ``cassie-rl train`` as a ROS 2 node.
 
     ros2 launch cassie_rl_ros train.launch.py overrides:="runner.num_envs=16 ppo.lr=3e-4"
-    ros2 run cassie_rl_ros train_node --ros-args -p resume:=runs/cassie
+    ros2 run cassie_rl_ros train_node --ros-args -p resume:=runs/walk
 
 Parameters (read once at start):
 

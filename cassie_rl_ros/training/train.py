@@ -1,7 +1,7 @@
 """``cassie-rl train``: train a policy with PPO from a YAML config.
 
     cassie-rl train [--config config/train.yaml] [key.sub=value ...]
-    cassie-rl train --resume runs/cassie [runner.max_iterations=2000]
+    cassie-rl train --resume runs/walk [runner.max_iterations=2000]
     cassie-rl train --init-from runs/stand/best runner.experiment_name=walk
 
 Ctrl-C finishes the current iteration, saves a checkpoint and exits; a second Ctrl-C aborts
