@@ -391,8 +391,9 @@ def tiny_policy(tmp_path_factory):
 
 def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: int,
                       dt: float, offset: float):
-    """Start ``driver`` (processes), then the policy node; returns the policy's first ``steps``
-    PD targets, the joint states stamped ``offset + k·dt`` by k, and the processes' logs."""
+    """Start ``driver`` (processes), then the policy node; returns the first ``steps`` PD
+    targets this probe received, the joint states stamped ``offset + k·dt`` by k, and the
+    processes' logs."""
     procs = [start_node(cmd) for cmd in driver]
     p = Probe(topics=())
     targets, states = [], {}
@@ -421,10 +422,11 @@ def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: 
     return np.array(targets[:steps]), states, "\n".join(log_of(x) for x in procs)
 
 
-# Flaky: about 1 full-suite run in 4 the bridge path's targets were 0.2-0.3 rad off (never in
-# 22 runs of this test alone). One suspect is fixed (the policy node sent its first target as
-# soon as any reader matched, here the test's own: test_policy_node.py::test_the_first_target_
-# waits_for_the_driver_...), but it still failed once in the full suite afterwards: cause open.
+# Flaky: about 1 full-suite run in 4 the bridge path's targets were 0.2-0.3 rad off from the
+# first step (never in 22 runs of this test alone). Likely cause (session 8): the probe's
+# pd_targets reader matched after the policy node's first target, so the whole list was one
+# step late (one gait-clock step is 0.2-0.3 rad of target); the lists are now aligned. Kept
+# xfail(strict=False) until full-suite runs confirm it.
 @pytest.mark.xfail(strict=False, reason="known intermittent start-state mismatch on the "
                    "bridge path (under investigation); passes most runs")
 def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
@@ -446,7 +448,15 @@ def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
         tiny_policy, steps, dt, offset=0.0005)
     os.killpg(emulator.pid, signal.SIGINT)
     assert emulator.wait(timeout=15) == 0
-    target_error = np.abs(bridge_targets - sim_targets).max(axis=1)
+    # The probe's pd_targets reader may match the policy node's publisher only after its first
+    # target went out (the node waits for the driver, not for this reader; volatile QoS): then
+    # its list starts one target late. Align the lists by the shift (0-2) that fits best; the
+    # states below are keyed by their stamps and compared step by step regardless.
+    n = steps - 2
+    shifts = {(a, b): np.abs(bridge_targets[a:a + n] - sim_targets[b:b + n]).max(axis=1)
+              for a in range(3) for b in range(3) if a == 0 or b == 0}
+    shift = min(shifts, key=lambda ab: shifts[ab].max())
+    target_error = shifts[shift]
     # Per policy step k: how far the bridge's motor positions are from the simulator node's,
     # and how far the simulator node's moved in one physics step on average over that period.
     ks = [k for k in sorted(set(sim_states) & set(bridge_states)) if k - 1 in sim_states]
@@ -454,7 +464,8 @@ def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
     error = np.array([np.abs(bridge_states[k][:10] - sim_states[k][:10]).max() for k in ks])
     one_step = np.array([np.abs(sim_states[k][:10] - sim_states[k - 1][:10]).max()
                          for k in ks]) * 0.0005 / dt
-    print(f"policy targets: max |difference| per step {np.round(target_error, 5)}\n"
+    print(f"policy targets (bridge, sim lists shifted by {shift}): max |difference| per step "
+          f"{np.round(target_error, 5)}\n"
           f"motor positions: max |difference| {np.round(error, 5)}\n"
           f"one physics step of motion {np.round(one_step, 5)}")
     # The bridge's robot starts one physics step later (its first exchange steps it), so the
