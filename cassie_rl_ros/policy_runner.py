@@ -569,12 +569,17 @@ class PolicyRunner:
         return raw[0].astype(np.float64), targets[0]
 
     def step(self, now: float) -> StepOutput | None:
-        """One policy step on the latest inputs; None (publish nothing) when they are stale."""
+        """One policy step on the latest inputs; None (publish nothing) when they are stale.
+        Raises PolicyError, sending nothing, if the network's action is not finite."""
         if self.stale(now) is not None:
             return None
         phase = float(self.task.phase[0])
         obs = self.observe(self.sensors())
         action, targets = self.act(obs)
+        if not np.isfinite(action).all():  # never with finite weights and inputs
+            # The env would hold the neutral pose (clip_actions); a robot is safer damping.
+            raise PolicyError("the policy's action is not finite: no PD target sent (the "
+                              "driver's watchdog damps)")
         self._acted_sequence = tuple(self._sequence)
         stamp = None
         if self._stamp_joints is not None and self._stamp_imu is not None:

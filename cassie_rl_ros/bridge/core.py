@@ -57,9 +57,11 @@ LOOP_PERIOD = 0.0005
 STATE_TIMEOUT = 0.1
 """Without a valid state for this long (s) the robot counts as gone (mode ``waiting``)."""
 GRAVITY = 9.81
+"""m/s²: what the robot's estimator removes from the translational acceleration."""
 QUATERNION_ROUNDING = 1e-3
 """Largest |norm − 1| of a robot orientation that is float32 rounding, corrected here."""
-"""m/s²: what the robot's estimator removes from the translational acceleration."""
+ESTOP_RELEASED = 0.5
+"""The e-stop channel counts as released only above this (released reads +1)."""
 STATS_WINDOW = 1 << 16
 """Loop periods and round trips kept for statistics (about 33 s at 2 kHz)."""
 LOSS_WARN = 0.01
@@ -138,7 +140,8 @@ class BridgeConfig:
     position_margin: float = 0.2
     """Position targets may exceed the joint's range by this much (rad) before rejection."""
     estop_channel: int = 8
-    """Radio channel of the e-stop (STO): pressed when < 0. Check on the robot."""
+    """Radio channel of the e-stop (STO): released only above 0.5 (it reads +1), so pressed,
+    an unset 0 or a wrong channel all damp. Check on the robot."""
     mode_channel: int = 9
     """Radio channel of the 3-position mode switch: < −0.5 damping, > 0.5 policy, else stand.
     Check on the robot."""
@@ -177,6 +180,10 @@ class BridgeConfig:
                            f"[{', '.join(C.MOTOR_NAMES)}]")
         if not (math.isfinite(self.watchdog_timeout) and self.watchdog_timeout >= LOOP_PERIOD):
             fail("watchdog_timeout", f"seconds >= {LOOP_PERIOD:g}")
+        if self.mode == "lockstep" and self.policy_period >= self.watchdog_timeout:
+            # One target per period: the watchdog would damp in the middle of every period.
+            fail("policy_period", f"in lockstep, seconds < watchdog_timeout "
+                                  f"({self.watchdog_timeout:g})")
         if not (math.isfinite(self.stand_ramp_time) and self.stand_ramp_time >= 0.0):
             fail("stand_ramp_time", "seconds >= 0")
         if not (math.isfinite(self.position_margin) and self.position_margin >= 0.0):
@@ -335,8 +342,10 @@ class BridgeCore:
         channel = radio["channel"]
         estop, switch = float(channel[self.config.estop_channel]), float(
             channel[self.config.mode_channel])
+        # Released reads +1: anything not clearly so (pressed, an unset channel's 0, a wrong
+        # channel index) counts as pressed.
         if not (radio["signalGood"] and math.isfinite(estop) and math.isfinite(switch)) \
-                or estop < 0.0:
+                or not estop > ESTOP_RELEASED:
             if not self._latched:
                 self.counts["estops"] += 1
             self._latched = True
@@ -354,15 +363,15 @@ class BridgeCore:
             mode = Mode.WAITING
         else:
             mode = self.radio_mode()
+        target = self._target  # read once: the executor thread may replace it meanwhile
         if mode is Mode.POLICY:
-            target = self._target
             if target is None or now - target[1] > self.config.watchdog_timeout:
                 mode = Mode.WATCHDOG
         if mode is not self.mode:
             self._changed(self.mode, mode, now)
         self.mode = mode
         if mode is Mode.POLICY:
-            cmd = self._target[0]
+            cmd = target[0]
             return mode, (cmd.effort, cmd.position, cmd.velocity, self._kp, self._kd)
         if mode is Mode.STAND:
             start, t0 = self._stand_from
@@ -389,9 +398,11 @@ class BridgeCore:
         sends = "damping (P = 0, D only)" if new not in (Mode.POLICY, Mode.STAND) else "PD"
         self.events.append((level, f"mode {old.value} -> {new.value}: {why}; sending {sends}"))
 
-    def packet(self, now: float) -> bytes:
-        """The next datagram for the robot: header + ``pd_in_t`` for the current mode."""
-        _, command = self.decide(now)
+    def packet(self, now: float, damp: bool = False) -> bytes:
+        """The next datagram for the robot: header + ``pd_in_t`` for the current mode, or
+        damping whatever the mode with ``damp`` (the last packet when the bridge stops)."""
+        z = self._zeros
+        command = (z, z, z, z, self._kd) if damp else self.decide(now)[1]
         cached_command, payload = self._payload
         if len(cached_command) != len(command) or any(
                 a is not b for a, b in zip(cached_command, command)):

@@ -378,14 +378,20 @@ def split_packet(data: bytes) -> tuple[int, int, bytes]:
     return seq, echo, data[HEADER_SIZE:]
 
 
+REORDER_WINDOW = 8
+"""Packets (4 ms at 2 kHz) by which one may arrive late and be dropped as out of order; a
+number further back means the peer restarted its count, and the packet is taken."""
+
+
 @dataclass
 class SequenceState:
     """One side's header bookkeeping, as the robot's ``process_packet_header``.
 
     ``next_header`` numbers each outgoing packet; ``receive`` takes an incoming header and
-    returns (lost, rtt): packets missing before it (0 when in order; None for a duplicate or an
-    out-of-order packet, which should be dropped) and how many of our packets were sent since
-    the one it echoes (the round trip in packets).
+    returns (lost, rtt): packets missing before it (0 when in order or after the peer restarted
+    its count; None for a duplicate or a packet up to ``REORDER_WINDOW`` late, which should be
+    dropped) and how many of our packets were sent since the one it echoes (the round trip in
+    packets).
     """
 
     seq_out: int = -1
@@ -403,9 +409,11 @@ class SequenceState:
             self.seq_in = seq
             return 0, rtt
         ahead = seq_diff(seq, self.seq_in)
-        if ahead == 0 or ahead >= SEQ_MODULO // 2:
-            return None, rtt  # a duplicate, or older than the last accepted
+        if ahead == 0 or SEQ_MODULO - ahead <= REORDER_WINDOW:
+            return None, rtt  # a duplicate, or a late packet: older than the last accepted
         self.seq_in = seq
+        if ahead >= SEQ_MODULO // 2:
+            return 0, rtt  # further back than reordering explains: the peer restarted
         return ahead - 1, rtt
 
 

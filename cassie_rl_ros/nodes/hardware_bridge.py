@@ -158,11 +158,15 @@ class HardwareBridge(Node):
                 return fresh
             except ConnectionRefusedError:  # ICMP for an earlier send: the robot is not up
                 continue
+            except OSError as err:  # anything else must not end the loop (and the damping)
+                if self.throttle("receive") is not None:
+                    self.get_logger().error(f"cannot receive from the robot: {err.strerror}")
+                return fresh
             fresh += self.core.receive(data, source, now)
 
-    def send(self, now: float):
+    def send(self, now: float, damp: bool = False):
         try:
-            self.sock.sendto(self.core.packet(now), self.config.robot)
+            self.sock.sendto(self.core.packet(now, damp), self.config.robot)
         except OSError as err:
             if self.throttle("send") is not None:
                 self.get_logger().error(f"cannot send to the robot: {err.strerror}")
@@ -224,7 +228,12 @@ class HardwareBridge(Node):
                     readers = now
                 continue
             self.core.set_target(cmd, self.robot_time)
-            if all(self.exchange() for _ in range(steps)):
+            # A lost answer is asked for again: a period cut short would publish no state, and
+            # the policy waits for one (lockstep both ways).
+            done = 0
+            while done < steps and not self.stop.is_set():
+                done += self.exchange()
+            if done == steps:
                 self.publish(self.core.snapshot(self.robot_time))
                 started = True
 
@@ -245,9 +254,9 @@ class HardwareBridge(Node):
             if self.context.ok() and not self.stop.is_set():
                 raise
         finally:
-            # Leave the robot damping (it zeroes the input 100 ms later anyway).
+            # Leave the robot damping, whatever the mode (it zeroes the input 100 ms later).
             self.core.clear_target()
-            self.send(self.robot_time if self.lockstep else time.monotonic())
+            self.send(self.robot_time if self.lockstep else time.monotonic(), damp=True)
 
     # ------------------------------------------------------------ messages
 

@@ -129,7 +129,7 @@ class PolicyNode(Node):
         self.last_input = time.monotonic()  # wall time of the last joint state or IMU message
         self.deadlock_warned: int | None = None  # the early state already reported
         self.latencies: list[float] = []
-        self.stats = {"steps": 0, "rejected_inputs": 0, "stale_periods": 0}
+        self.stats = {"steps": 0, "rejected_inputs": 0, "stale_periods": 0, "bad_outputs": 0}
 
         self.targets_msg = JointState(name=list(C.MOTOR_NAMES))
         self.targets_msg.velocity = [0.0] * C.NUM_MOTORS
@@ -292,7 +292,12 @@ class PolicyNode(Node):
             else:
                 self.get_logger().warning("reset_sim_on_start: no cassie/reset service")
             self.reset_client = None
-        out = self.runner.step(self.now())
+        try:
+            out = self.runner.step(self.now())
+        except PolicyError as err:
+            self.stats["bad_outputs"] += 1
+            self.get_logger().error(str(err), throttle_duration_sec=LOG_THROTTLE_S)
+            return
         if out is None:
             return
         msg = self.targets_msg

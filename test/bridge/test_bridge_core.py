@@ -112,6 +112,13 @@ def test_bad_config_values_name_the_parameter(key, value, message):
         from_dict(BridgeConfig, {key: value})
 
 
+def test_a_lockstep_period_as_long_as_the_watchdog_is_refused():
+    # One target per period: the watchdog would damp in the middle of every one.
+    with pytest.raises(ConfigError, match="policy_period.*watchdog_timeout"):
+        from_dict(BridgeConfig, {"mode": "lockstep", "policy_period": 0.1})
+    from_dict(BridgeConfig, {"mode": "realtime", "policy_period": 0.1})  # unused there
+
+
 def test_targets_are_checked_by_the_simulator_nodes_own_rule(core):
     server = SimServer(SimNodeConfig(estimator_rate=0.0))
     good = core.standing_pose
@@ -197,8 +204,10 @@ def test_estop_damps_and_stays_latched_until_the_switch_visits_damping(core):
 
 
 @pytest.mark.parametrize("radio", [dict(good=False), dict(estop=float("nan")),
-                                   dict(switch=float("inf"))])
-def test_lost_radio_or_non_finite_channels_count_as_estop(core, radio):
+                                   dict(switch=float("inf")), dict(estop=0.0),
+                                   dict(estop=0.4)])
+def test_lost_radio_non_finite_or_unclear_channels_count_as_estop(core, radio):
+    # An unset channel reads 0: not clearly released (+1), so pressed.
     robot = FakeRobot()
     t, _ = run(core, robot, 0.0, 0.01, target(core), cmd_every=0.02)
     robot.radio(**radio)
@@ -226,6 +235,15 @@ def test_stand_ramps_from_the_measured_pose_to_the_standing_pose(core):
     robot.radio(switch=DAMPING)
     core.receive(robot.packet(), ROBOT, ramp + 0.02)
     assert is_damping(motors(core.packet(ramp + 0.02))) and core.mode is Mode.DAMPING
+
+
+@pytest.mark.parametrize("switch", [STAND, POLICY])
+def test_the_last_packet_damps_in_any_mode(core, switch):
+    robot = FakeRobot()
+    robot.radio(switch=switch)
+    t, packet = run(core, robot, 0.0, 0.01, target(core), cmd_every=0.005)
+    assert not is_damping(motors(packet))  # holding the stand pose, or the policy's target
+    assert is_damping(motors(core.packet(t, damp=True)))
 
 
 def test_a_silent_robot_means_waiting_and_damping(core):

@@ -182,3 +182,14 @@ def test_sequence_state_counts_loss_and_round_trip_across_the_wrap():
     assert ours.receive(seq=255, echo=ours.seq_out)[0] is None  # older: out of order
     assert ours.receive(seq=3, echo=ours.seq_out)[0] == 0
     assert ours.next_header() == (300 % 256, 3)  # the echo is the last accepted peer number
+
+
+def test_a_peer_that_restarts_its_count_is_followed_at_once():
+    # Far further back than a late packet can be: the robot or bridge restarted; the robot's
+    # own header code always takes the newest number, and so does this one.
+    ours = P.SequenceState()
+    for seq in range(30, 40):
+        ours.receive(seq=seq, echo=0)
+    assert ours.receive(seq=36, echo=0)[0] is None  # 3 late: reordered, dropped
+    assert ours.receive(seq=0, echo=0) == (0, 0) and ours.seq_in == 0
+    assert ours.receive(seq=1, echo=0)[0] == 0 and ours.next_header()[1] == 1

@@ -154,6 +154,16 @@ def test_stale_inputs_stop_the_steps_until_fresh_ones_arrive(runner):
     assert runner.step(2.0) is not None
 
 
+def test_a_non_finite_action_sends_no_target(runner):
+    sim = CassieSim(runner.config.sim)
+    feed(runner, sim.sensors(), 0.0)
+    with torch.no_grad():  # a corrupted network: the one way a finite input gives NaN
+        for parameter in runner.policy.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(PolicyError, match="action is not finite"):
+        runner.step(0.0)
+
+
 def test_a_yaw_jump_re_anchors_the_heading_and_keeps_the_phase(runner):
     sim = CassieSim(runner.config.sim)
     assert "anchored" in feed(runner, sim.sensors(), 0.0)
