@@ -16,6 +16,9 @@ What the bridge sends every 0.5 ms (one ``pd_in_t``), by mode (``Mode``):
 - ``damping``: the switch is at damping.
 - ``estop``: the radio's e-stop is pressed, the radio signal is lost or a radio value is not
   finite; it stays latched after release until the mode switch has been at damping.
+- ``arming``: the bridge has not yet seen the mode switch at damping since it started: damping.
+  A bridge started (or restarted) with the switch at stand or policy must not move the robot
+  until the operator has been through damping. (Not in lockstep, which only the emulator runs.)
 - ``waiting``: no valid state from the robot for ``STATE_TIMEOUT`` (or none yet): damping.
 
 Damping is P = 0, D = the configured D gains, all targets and torques 0. Targets are checked by
@@ -24,7 +27,7 @@ ranges), so a non-finite or out-of-range value never reaches a packet.
 
 Radio mapping (``estop_channel``, ``mode_channel``; **check both on the robot before use**: they
 follow the lab's deployment scripts, where channel 8 is the STO switch, 1 when released, and
-channel 9 the 3-position switch beside it): e-stop pressed when channel 8 < 0; mode switch
+channel 9 the 3-position switch beside it): e-stop released only when channel 8 > 0.5; mode switch
 channel 9: < −0.5 damping, −0.5..0.5 stand, > 0.5 policy.
 
 Received datagrams are dropped and counted unless they come from the configured robot address
@@ -84,6 +87,7 @@ _JOINT_POSITION, _JOINT_VELOCITY = _S["joint.position"], _S["joint.velocity"]
 class Mode(str, enum.Enum):
     WAITING = "waiting"
     ESTOP = "estop"
+    ARMING = "arming"
     DAMPING = "damping"
     STAND = "stand"
     POLICY = "policy"
@@ -276,6 +280,8 @@ class BridgeCore:
         self.state_time: float | None = None
         self.mode = Mode.WAITING
         self._latched = False
+        # The mode switch was at damping since the start. Lockstep talks only to the emulator.
+        self._armed = config.mode == "lockstep"
         self._stand_from: tuple[np.ndarray, float] | None = None
         self._last_send: float | None = None
         self._payload: tuple[tuple, bytes] = ((), b"")
@@ -332,6 +338,10 @@ class BridgeCore:
         self.state = P.view_state_out(payload)
         self._state_bytes = payload
         self.state_time = now
+        if not self._armed:  # seen here, not only at the next send: two states may come between
+            radio = self.state["radio"]
+            self._armed = bool(radio["signalGood"]) and float(
+                radio["channel"][self.config.mode_channel]) < -0.5
         return True
 
     # ---------------------------------------------------------------- bridge → robot
@@ -351,10 +361,12 @@ class BridgeCore:
             self._latched = True
             return Mode.ESTOP
         if switch < -0.5:
-            self._latched = False
+            self._latched, self._armed = False, True
             return Mode.DAMPING
         if self._latched:
             return Mode.ESTOP
+        if not self._armed:
+            return Mode.ARMING
         return Mode.POLICY if switch > 0.5 else Mode.STAND
 
     def decide(self, now: float) -> tuple[Mode, tuple[np.ndarray, ...]]:
@@ -389,10 +401,12 @@ class BridgeCore:
                                  else self.standing_pose.copy()), now)
         if new is Mode.WATCHDOG and old is Mode.POLICY:
             self.counts["watchdog_trips"] += 1
-        level = WARN if new in (Mode.ESTOP, Mode.WATCHDOG, Mode.WAITING) else OK
+        level = WARN if new in (Mode.ESTOP, Mode.WATCHDOG, Mode.WAITING, Mode.ARMING) else OK
         why = {Mode.WAITING: "no state from the robot", Mode.ESTOP: "e-stop or radio lost "
                "(latched until released and the mode switch is at damping)",
                Mode.WATCHDOG: f"no valid PD target for {self.config.watchdog_timeout:g} s",
+               Mode.ARMING: "put the mode switch at damping once before stand or policy "
+               "(start interlock)",
                Mode.DAMPING: "mode switch at damping", Mode.STAND: "mode switch at stand",
                Mode.POLICY: "following PD targets"}[new]
         sends = "damping (P = 0, D only)" if new not in (Mode.POLICY, Mode.STAND) else "PD"
@@ -480,6 +494,8 @@ class BridgeCore:
         problems = []
         if self.mode in (Mode.ESTOP, Mode.WATCHDOG):
             problems.append(f"{self.mode.value}: damping")
+        if self.mode is Mode.ARMING:
+            problems.append("arming: damping until the mode switch has been at damping")
         if loss > LOSS_WARN:
             problems.append(f"packet loss {100 * loss:.1f} %")
         if stats and stats["period_p99_deviation_ms"] > JITTER_WARN * 1e3:

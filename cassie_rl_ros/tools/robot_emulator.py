@@ -33,7 +33,10 @@ behaves like the robot's program (and libcassiemujoco's ``cassiesim``) in PD mod
   the accelerometer (R·a − g); position and velocity 0. Ground truth is never sent;
 - foot orientations, velocities and forces, external forces, terrain slope: 0;
 - radio: 16 channels from ``--radio`` (default channel 8 = +1, e-stop released; channel 9 = +1,
-  mode switch at policy; the rest 0), signal good; battery: charge 1, current 0.
+  mode switch at policy; the rest 0), signal good; battery: charge 1, current 0. In real time
+  its operator arms each new client: the mode switch (``--mode-channel``, 9) reads damping in
+  the first answer to it, as the bridge's start interlock wants, then its value. (A lockstep
+  bridge talks only to this emulator and needs no arming.)
 
 On exit (Ctrl-C or ``--duration``) it prints ``robot-sim stats {json}``.
 """
@@ -62,6 +65,7 @@ TIMESTEP = 0.0005
 SILENCE_TIMEOUT = 0.1
 """Seconds without a valid packet before the robot zeroes its PD input."""
 DEFAULT_RADIO = {8: 1.0, 9: 1.0}
+MODE_CHANNEL = 9
 """E-stop released, mode switch at policy (the hardware bridge's default mapping)."""
 GRAVITY = np.array([0.0, 0.0, -9.81])
 MAX_LAG = 0.05
@@ -76,7 +80,8 @@ class RobotEmulator:
     """
 
     def __init__(self, config: SimNodeConfig | None = None,
-                 radio: dict[int, float] | None = None):
+                 radio: dict[int, float] | None = None, mode_channel: int = MODE_CHANNEL,
+                 arming: bool = True):
         config = config or SimNodeConfig()
         if config.timestep != TIMESTEP:
             raise ValueError(f"timestep: the robot steps every {TIMESTEP} s, not "
@@ -91,6 +96,10 @@ class RobotEmulator:
                 raise ValueError(f"radio channel {ch} = {value}: channels are 0..15, values finite")
             self.record["radio"]["channel"][ch] = value
         self.record["radio"]["signalGood"] = True
+        if not 0 <= mode_channel < 16:
+            raise ValueError(f"mode channel {mode_channel}: channels are 0..15")
+        self.mode_channel, self.arming = mode_channel, arming
+        self.arming_left = 0  # answers still to send with the switch at damping
         self.record["battery"]["stateOfCharge"] = 1.0
         self.started = False
         self.client: tuple[str, int] | None = None
@@ -124,6 +133,8 @@ class RobotEmulator:
             return False
         self.counts["received"] += 1
         self.counts["task_pd_ignored"] += other
+        if source != self.client and self.arming:
+            self.arming_left = 1
         self.client, self.last_input, self.started, self.zeroed = source, now, True, False
         return True
 
@@ -177,7 +188,13 @@ class RobotEmulator:
     def reply(self) -> bytes:
         seq, echo = self.seq.next_header()
         self.counts["sent"] += 1
-        return P.pack_packet(seq, echo, self.state_payload())
+        payload = self.state_payload()
+        if self.arming_left:
+            self.arming_left -= 1
+            record = np.frombuffer(payload, P.STATE_OUT_DTYPE)[0].copy()
+            record["radio"]["channel"][self.mode_channel] = -1.0
+            payload = record.tobytes()
+        return P.pack_packet(seq, echo, payload)
 
     def stats(self) -> dict:
         return {"steps": self.server.steps, "sim_time": self.server.time,
@@ -274,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--radio", type=_radio, action="append", default=[], metavar="CH=VALUE",
                         help="radio channel value (repeatable); default 8=1 (e-stop released), "
                         "9=1 (policy); 9=-1 damping, 9=0 stand, 8=-1 e-stop")
+    parser.add_argument("--mode-channel", type=int, default=MODE_CHANNEL,
+                        help=f"the mode switch's channel (default {MODE_CHANNEL}): in real "
+                        "time it reads damping in the first answer to each new client")
     parser.add_argument("--variant", choices=("regular", "stiff", "soft"), default="regular")
     parser.add_argument("--actuator", choices=("faithful", "fast"), default="faithful")
     parser.add_argument("--sensor-noise", action="store_true")
@@ -287,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         emulator = RobotEmulator(
             SimNodeConfig(variant=args.variant, actuator=args.actuator,
                           sensor_noise=args.sensor_noise, seed=args.seed,
-                          estimator_rate=args.estimator_rate), radio=radio)
+                          estimator_rate=args.estimator_rate), radio=radio,
+            mode_channel=args.mode_channel, arming=not args.lockstep)
     except ValueError as err:  # ConfigError included: it names the setting
         parser.error(str(err))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -36,17 +36,25 @@ class FakeRobot:
         self.state = P.StateOut()
         self.state.radio.signalGood = True
         self.state.radio.channel[8] = 1.0
-        self.state.radio.channel[9] = POLICY
         self.state.pelvis.orientation[:] = [1.0, 0.0, 0.0, 0.0]
         self.state.motor.position[:] = np.linspace(-0.5, 0.5, 10)
         self.seq = -1
+        # Its operator arms the bridge: the first packet has the mode switch at damping, the
+        # rest where radio() puts it (policy by default).
+        self.state.radio.channel[9] = DAMPING
+        self.switch = POLICY
 
     def packet(self, echo: int = 0, skip: int = 0) -> bytes:
         self.seq = (self.seq + 1 + skip) % 256
-        return P.pack_packet(self.seq, echo, P.pack_state_out(self.state))
+        data = P.pack_packet(self.seq, echo, P.pack_state_out(self.state))
+        self.state.radio.channel[9] = self.switch
+        return data
 
     def radio(self, estop: float = 1.0, switch: float = POLICY, good: bool = True):
-        self.state.radio.channel[8], self.state.radio.channel[9] = estop, switch
+        self.switch = switch
+        if self.seq >= 0:
+            self.state.radio.channel[9] = switch
+        self.state.radio.channel[8] = estop
         self.state.radio.signalGood = good
 
 
@@ -221,6 +229,8 @@ def test_stand_ramps_from_the_measured_pose_to_the_standing_pose(core):
     robot.radio(switch=STAND)
     measured = robot.state.motor.position.astype(np.float32).astype(float)
     ramp = core.config.stand_ramp_time
+    core.receive(robot.packet(), ROBOT, 0.0)  # the operator arms it: damping first
+    assert is_damping(motors(core.packet(0.0))) and core.mode is Mode.DAMPING
     core.receive(robot.packet(), ROBOT, 0.0)
     first = motors(core.packet(0.0))
     assert core.mode is Mode.STAND
@@ -235,6 +245,22 @@ def test_stand_ramps_from_the_measured_pose_to_the_standing_pose(core):
     robot.radio(switch=DAMPING)
     core.receive(robot.packet(), ROBOT, ramp + 0.02)
     assert is_damping(motors(core.packet(ramp + 0.02))) and core.mode is Mode.DAMPING
+
+
+@pytest.mark.parametrize("switch", [STAND, POLICY])
+def test_a_bridge_started_with_the_switch_up_damps_until_it_visits_damping(core, switch):
+    robot = FakeRobot()
+    robot.state.radio.channel[9] = switch  # no arming: the switch was up all along
+    t, packet = run(core, robot, 0.0, 0.05, target(core), cmd_every=0.005)
+    assert core.mode is Mode.ARMING and is_damping(motors(packet))
+    assert core.diagnostics(t)[0] == 1  # WARN, saying what to do
+    robot.radio(switch=DAMPING)
+    t, packet = run(core, robot, t, 0.005, target(core), cmd_every=0.005)
+    assert core.mode is Mode.DAMPING
+    robot.radio(switch=switch)
+    t, packet = run(core, robot, t, 0.005, target(core), cmd_every=0.005)
+    assert core.mode is (Mode.STAND if switch == STAND else Mode.POLICY)
+    assert not is_damping(motors(packet))
 
 
 @pytest.mark.parametrize("switch", [STAND, POLICY])
@@ -260,7 +286,8 @@ def test_a_silent_robot_means_waiting_and_damping(core):
 
 def test_foreign_and_wrong_length_datagrams_are_dropped_and_counted(core):
     robot = FakeRobot()
-    assert core.receive(robot.packet(), ROBOT, 0.0)
+    assert core.receive(robot.packet(), ROBOT, 0.0)  # armed: the switch at damping
+    assert core.receive(robot.packet(), ROBOT, 0.0)  # then at policy
     intruder = FakeRobot()
     intruder.radio(estop=-1.0)
     intruder.state.motor.position[:] = 9.0
@@ -270,7 +297,7 @@ def test_foreign_and_wrong_length_datagrams_are_dropped_and_counted(core):
     assert not core.receive(robot.packet() + b"\0", ROBOT, 0.001)
     assert not core.receive(b"", ROBOT, 0.001)
     assert core.counts["foreign"] == 2 and core.counts["wrong_length"] == 3
-    assert core.counts["received"] == 1
+    assert core.counts["received"] == 2
     assert float(core.state["motor"]["position"][0]) == pytest.approx(-0.5)
     core.packet(0.002)
     assert core.mode is Mode.WATCHDOG  # the intruder's e-stop was not obeyed either

@@ -67,6 +67,10 @@ class FakeRobot(threading.Thread):
         self.state.pelvis.position[:] = [0.0, 0.0, 0.8]
         self.state.motor.position[:] = STANDING
         self.state.joint.position[:] = np.arange(6) * 0.1
+        # Its operator arms the bridge (start interlock): the first packets have the mode
+        # switch at damping, the rest where radio() puts it.
+        self.radio(estop=1.0, switch=DAMPING)
+        self.arming_payload, self.arming_left = self.payload, 20
         self.radio(estop=1.0, switch=POLICY)
         self.lose_every = 0
         self.echo_lag = 0
@@ -110,7 +114,9 @@ class FakeRobot(threading.Thread):
             sent += 1
             self._seq += 1 + (self.lose_every > 0 and sent % self.lose_every == 0)
             echo = self._seen[-1 - min(self.echo_lag, len(self._seen) - 1)]
-            self.sock.sendto(P.pack_packet(self._seq, echo, self.payload), self.peer)
+            payload = self.arming_payload if self.arming_left else self.payload
+            self.arming_left = max(0, self.arming_left - 1)
+            self.sock.sendto(P.pack_packet(self._seq, echo, payload), self.peer)
 
     def close(self):
         self._done.set()
