@@ -300,7 +300,7 @@ class CassieSim:
     def _check_divergence(self):
         # The usual case first, in five numpy calls: no new warning, no error, and every
         # position and velocity finite (a NaN or inf makes the sums non-finite).
-        if (int(self._batch.warning[:, self._INSTABILITY, 1].sum()) == self._warnings_total
+        if (int(self._instability_warnings().sum()) == self._warnings_total
                 and not self._batch.status.any()
                 and math.isfinite(float(self._qpos.sum()) + float(self._qvel.sum()))):
             return
