@@ -73,8 +73,9 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', sorted(glob('launch/*.launch.py'))),
         ('share/' + PACKAGE + '/config', sorted(glob('config/*.yaml'))),
-        # The shipped default policy (policy node, render.launch.py), once there is one.
+        # The shipped default policy (policy node, render.launch.py) and its 2-core reproduction.
         ('share/' + PACKAGE + '/policies/walk', sorted(glob('policies/walk/*'))),
+        ('share/' + PACKAGE + '/policies/walk_fresh', sorted(glob('policies/walk_fresh/*'))),
         ('lib/' + PACKAGE, ['scripts/ros/' + name for name in ROS_EXECUTABLES]),
     ],
     install_requires=[

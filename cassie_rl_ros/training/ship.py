@@ -39,22 +39,35 @@ def _git_commit(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def training_log(run: Path) -> list[dict]:
-    """The run's metrics, reduced to :data:`LOG_KEYS`."""
+def training_log(run: Path, until: float = float("inf")) -> list[dict]:
+    """The run's metrics to iteration ``until``, reduced to :data:`LOG_KEYS`."""
     from ..tools.plot_run import read_metrics
 
-    return [{k: row[k] for k in LOG_KEYS if k in row} for row in read_metrics(run)]
+    return [{k: row[k] for k in LOG_KEYS if k in row} for row in read_metrics(run)
+            if row.get("iteration", 0) <= until]
 
 
-def run_stages(run: Path) -> list[str]:
-    """Markdown lines for each resume of ``run`` that changed its config (history.jsonl)."""
+def policy_iteration(policy_dir: Path) -> float:
+    """The iteration a kept or best policy was saved at (its kept.json / best.json), else inf:
+    a run's later iterations did not train it."""
+    for name in ("kept.json", "best.json"):
+        try:
+            return int(json.loads((policy_dir / name).read_text())["iteration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return float("inf")
+
+
+def run_stages(run: Path, until: float = float("inf")) -> list[str]:
+    """Markdown lines for each resume of ``run`` before iteration ``until`` that changed its
+    config (history.jsonl)."""
     path = run / HISTORY_FILE
     if not path.is_file():
         return []
     lines = []
     for line in path.read_text().splitlines():
         entry = json.loads(line)
-        if entry.get("resumed") and entry.get("changes"):
+        if entry.get("resumed") and entry.get("changes") and entry["iteration"] < until:
             changes = ", ".join(f"`{key}` {old!r} -> {new!r}"
                                 for key, (old, new) in entry["changes"].items())
             lines.append(f"- from iteration {entry['iteration']}: {changes}")
@@ -62,7 +75,7 @@ def run_stages(run: Path) -> list[str]:
 
 
 def describe(run: Path, source: str, log: list[dict], report: dict, commit: str | None,
-             notes: str | None = None) -> str:
+             notes: str | None = None, until: float = float("inf")) -> str:
     """The shipped folder's README.md; ``notes`` (Markdown) replaces the one-command
     reproduction, for a run trained in stages (resumed with changed settings)."""
     last = log[-1]
@@ -88,7 +101,7 @@ def describe(run: Path, source: str, log: list[dict], report: dict, commit: str 
     if asym is not None:
         lines.append(f"Step-length asymmetry |left - right| / mean: {asym:.3f}.")
     lines += ["", "`learning_curve.png` and `training_log.jsonl`: the learning curve.", ""]
-    stages = run_stages(run)
+    stages = run_stages(run, until)
     if notes:
         lines += ["## How it was trained", "", notes.strip(), ""]
     elif stages:
@@ -119,7 +132,8 @@ def ship(run: str | Path, to: str | Path, source: str = "best", episodes: int = 
     if not (policy_dir / POLICY_FILE).is_file():
         raise CheckpointError(f"{policy_dir}: no {POLICY_FILE} (train first, or choose "
                               "--from checkpoint)")
-    log = training_log(run)
+    until = policy_iteration(policy_dir)
+    log = training_log(run, until)
     policy, env_config = load_policy_fn([str(policy_dir)])
     report = {"policy": str(policy_dir),
               "nominal": evaluate_walking(policy, env_config, episodes, seconds,
@@ -135,9 +149,10 @@ def ship(run: str | Path, to: str | Path, source: str = "best", episodes: int = 
                 shutil.copy2(policy_dir / name, tmp / name)
         (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
         (tmp / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-        plot_runs({run.name: read_metrics(run)}, tmp / "learning_curve.png")
-        (tmp / "README.md").write_text(describe(run, source, log, report, commit,
-                                                      notes))
+        metrics = [row for row in read_metrics(run) if row.get("iteration", 0) <= until]
+        plot_runs({run.name: metrics}, tmp / "learning_curve.png")
+        (tmp / "README.md").write_text(describe(run, source, log, report, commit, notes,
+                                                until))
 
     return write_dir_atomically(to, write)
 

@@ -39,14 +39,22 @@ def test_a_run_without_the_chosen_policy_is_refused_clearly(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_kept_policy_ships(tmp_path):
+def test_a_kept_policy_ships_with_the_training_that_made_it(tmp_path):
+    from cassie_rl_ros.training.train import main as train
+
     run = train_tiny_policy(tmp_path / "runs", "runner.keep_policy_interval=1")
+    assert train(["--resume", str(run), "runner.max_iterations=2", "ppo.lr=0.0001"]) == 0
     target = tmp_path / "policy"
     assert main([str(run), "--to", str(target), "--from", "policies/000001", "--episodes", "1",
                  "--seconds", "1", "--push-force", "0"]) == 0
     assert PolicyRunner.load(target).dt > 0
     report = json.loads((target / "eval.json").read_text())
     assert report["policy"].endswith("policies/000001")
+    # iteration 2 (and its change of lr) came after this policy: not part of its story
+    log = [json.loads(line) for line in (target / "training_log.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in log] == [1]
+    readme = (target / "README.md").read_text()
+    assert "for 1 iterations" in readme and "ppo.lr" not in readme
 
 
 def test_notes_replace_the_one_command_reproduction(tmp_path):
