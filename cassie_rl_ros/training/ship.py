@@ -39,12 +39,9 @@ def _git_commit(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def training_log(run: Path, until: float = float("inf")) -> list[dict]:
-    """The run's metrics to iteration ``until``, reduced to :data:`LOG_KEYS`."""
-    from ..tools.plot_run import read_metrics
-
-    return [{k: row[k] for k in LOG_KEYS if k in row} for row in read_metrics(run)
-            if row.get("iteration", 0) <= until]
+def training_log(metrics: list[dict]) -> list[dict]:
+    """A run's metrics reduced to :data:`LOG_KEYS`."""
+    return [{k: row[k] for k in LOG_KEYS if k in row} for row in metrics]
 
 
 def policy_iteration(policy_dir: Path) -> float:
@@ -133,7 +130,8 @@ def ship(run: str | Path, to: str | Path, source: str = "best", episodes: int = 
         raise CheckpointError(f"{policy_dir}: no {POLICY_FILE} (train first, or choose "
                               "--from checkpoint)")
     until = policy_iteration(policy_dir)
-    log = training_log(run, until)
+    metrics = [row for row in read_metrics(run) if row.get("iteration", 0) <= until]
+    log = training_log(metrics)
     policy, env_config = load_policy_fn([str(policy_dir)])
     report = {"policy": str(policy_dir),
               "nominal": evaluate_walking(policy, env_config, episodes, seconds,
@@ -149,7 +147,6 @@ def ship(run: str | Path, to: str | Path, source: str = "best", episodes: int = 
                 shutil.copy2(policy_dir / name, tmp / name)
         (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
         (tmp / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-        metrics = [row for row in read_metrics(run) if row.get("iteration", 0) <= until]
         plot_runs({run.name: metrics}, tmp / "learning_curve.png")
         (tmp / "README.md").write_text(describe(run, source, log, report, commit, notes,
                                                 until))
