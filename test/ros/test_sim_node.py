@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -224,7 +225,10 @@ def test_pd_target_moves_a_motor_and_the_watchdog_damps_and_releases(start_node,
     assert len(damped) > 20
     assert np.median(under_pd) > 2.0, under_pd
     assert np.median(damped) < 0.5, damped  # (impacts while it slumps give a few spikes)
-    assert log_of(proc).count("damping mode") == 1
+    # Once after the policy went quiet, and it stays there. (A loaded machine can stall this
+    # probe's 40 Hz sender past the timeout before that: the node is right to damp then too.)
+    engaged = [float(t) for t in re.findall(r"t = ([\d.]+) s\): damping mode", log_of(proc))]
+    assert len([t for t in engaged if t > stopped_at]) == 1, (engaged, stopped_at)
 
     # A new target, the other way: only a driver back under PD control gets the hip there.
     target[HIP_YAW] = q0[HIP_YAW] - 0.15
