@@ -68,6 +68,8 @@ def main():
         "evaluation": {k: evaluation[k] for k in ("episodes", "passed", "falls",
                                                   "max_lateral_drift_m", "push_force_n")},
         "stayed_up": evaluation["episodes"] - evaluation["falls"],
+        "fell_when_pushed_towards_deg": [e["push_heading_deg"]
+                                         for e in evaluation["per_episode"] if e["fell"]],
         "target": "20 of 20 episodes stay up (pelvis above 0.6 m for 10 s)",
     }, indent=2))
 

@@ -107,6 +107,7 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
     settle = int(round(2.0 / env.dt))  # the speed error counts over the last 8 s
     push_step = steps // 2
     push_sign = rng.choice([-1.0, 1.0], episodes)
+    push_heading = np.full(episodes, np.nan)  # the push's direction seen from the robot
     min_height = np.full(episodes, np.inf)
     speed_error = np.zeros(episodes)
     max_lateral = np.zeros(episodes)
@@ -123,6 +124,8 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
                 angle = rng.uniform(-np.pi, np.pi, episodes)
             direction = np.stack([np.cos(angle), np.sin(angle), np.zeros(episodes)], axis=1)
             env.sim.push(direction * (push_force * push_sign)[:, None], duration=push_duration)
+            pushed_towards = angle + np.where(push_sign < 0, np.pi, 0.0)
+            push_heading = wrap_angle(pushed_towards - quat_yaw(env.sim.pelvis_pose()[1]))
         obs, _, _, _ = env.step(policy(obs))
         pos, quat = env.sim.pelvis_pose()
         vel, _ = env.sim.pelvis_twist()
@@ -163,9 +166,11 @@ def evaluate_walking(policy: PolicyFn, config: CassieEnvConfig, episodes: int = 
         "per_episode": [
             {"command": round(float(v), 3), "passed": bool(p), "fell": bool(f),
              "speed_error": round(float(e), 4), "lateral_drift": round(float(y), 4),
-             "yaw_drift_deg": round(float(w), 2), "min_height": round(float(h), 3), **g}
-            for v, p, f, e, y, w, h, g in zip(speeds, passed, fell, speed_error, max_lateral,
-                                              max_yaw, min_height, gaits)],
+             "yaw_drift_deg": round(float(w), 2), "min_height": round(float(h), 3),
+             # 0 = pushed forward, 90 = towards its left; None: no push
+             "push_heading_deg": None if np.isnan(a) else round(float(np.degrees(a)), 1), **g}
+            for v, p, f, e, y, w, h, a, g in zip(speeds, passed, fell, speed_error, max_lateral,
+                                                 max_yaw, min_height, push_heading, gaits)],
         "criteria": CRITERIA,
     }
 

@@ -37,6 +37,20 @@ def test_a_robot_that_falls_fails_whatever_its_command():
     assert 0.0 <= result["mean_swing_airborne"] <= 1.0
 
 
+def test_each_episode_says_which_way_it_was_pushed_from_the_robot():
+    config = from_dict(CassieEnvConfig, {**to_dict(CassieEnvConfig()), "episode_seconds": 1.0})
+    limp = lambda obs: np.zeros((obs.shape[0], 10), np.float32)  # noqa: E731
+    quiet = evaluate_walking(limp, config, episodes=2, seconds=0.2)
+    assert [e["push_heading_deg"] for e in quiet["per_episode"]] == [None, None]
+    sideways = evaluate_walking(limp, config, episodes=4, seconds=0.2, push_force=50.0)
+    headings = [e["push_heading_deg"] for e in sideways["per_episode"]]
+    assert all(abs(abs(h) - 90.0) < 0.2 for h in headings), headings
+    anywhere = evaluate_walking(limp, config, episodes=6, seconds=0.2, push_force=50.0,
+                                push_direction="random")
+    headings = [e["push_heading_deg"] for e in anywhere["per_episode"]]
+    assert all(-180.0 <= h <= 180.0 for h in headings) and len(set(headings)) == 6, headings
+
+
 def test_one_episode_is_commanded_zero_two_add_the_top_speed():
     config = from_dict(CassieEnvConfig, {**to_dict(CassieEnvConfig()), "episode_seconds": 1.0})
     limp = lambda obs: np.zeros((obs.shape[0], 10), np.float32)  # noqa: E731
