@@ -6,11 +6,14 @@ Prints one JSON object. Each ROS number has a same-run baseline:
   node would be) publishes PD targets at 40 Hz and subscribes to the joint states. Reported: the
   node's real-time factor and missed publish periods (from its shutdown stats), and the rate and
   gaps this subscriber saw. Baseline: ``SimServer`` stepping one publish period at a time
-  in-process with no ROS, i.e. the real-time factor the physics alone could reach.
+  in-process with no ROS, i.e. the real-time factor the physics alone could reach. Then the
+  same with the node's ``rt_priority`` (SCHED_FIFO), as a robot computer would run a driver;
+  where that right is missing the node says so and the JSON repeats it.
 * lockstep: this process is the policy: send a target, wait for the state, repeat. Baseline:
   ``SimServer.lockstep`` in-process, the ceiling for the node. Run for each actuator mode.
 
     python bench/sim_node.py [--seconds 60] [--lockstep-seconds 10] [--actuator faithful]
+                             [--rt-priority 50]
 
 The machine's load average is recorded: on a shared machine the numbers are only as good as it.
 """
@@ -157,9 +160,11 @@ def wait_up(policy: Policy, proc: subprocess.Popen, log: Path):
         raise RuntimeError(f"sim_node did not come up:\n{log.read_text(errors='replace')}")
 
 
-def realtime_over_ros(policy: Policy, env: dict, tmp: Path, actuator: str, seconds: float) -> dict:
-    log = tmp / "realtime.log"
-    proc = start_node(["mode:=realtime", "publish_rate:=400.0", f"actuator:={actuator}"], env, log)
+def realtime_over_ros(policy: Policy, env: dict, tmp: Path, actuator: str, seconds: float,
+                      rt_priority: int = 0) -> dict:
+    log = tmp / f"realtime_rt{rt_priority}.log"
+    proc = start_node(["mode:=realtime", "publish_rate:=400.0", f"actuator:={actuator}",
+                       f"rt_priority:={rt_priority}"], env, log)
     with stopped_on_error(proc):
         wait_up(policy, proc, log)
         q0 = np.array(policy.last.position[:10])
@@ -172,9 +177,12 @@ def realtime_over_ros(policy: Policy, env: dict, tmp: Path, actuator: str, secon
             policy.executor.spin_once(timeout_sec=max(0.0, min(next_send - now, 0.01)))
         wall = time.monotonic() - start
     stats = stop_node(proc, log)
+    refused = [line for line in log.read_text(errors="replace").splitlines() if "refused" in line]
     stamps = np.array(policy.stamps)
     gaps = np.diff(stamps)
     return {
+        "rt_priority": rt_priority,
+        "rt_priority_refused": refused[0] if refused else None,
         "node_real_time_factor": stats.get("real_time_factor"),
         "node_missed_publish_periods": stats.get("missed_publish_periods"),
         "node_publish_periods": stats.get("publish_periods"),
@@ -213,6 +221,8 @@ def main():
                         help="lockstep run length per actuator mode (s)")
     parser.add_argument("--actuator", default="faithful", choices=["faithful", "fast"],
                         help="actuator mode of the realtime run")
+    parser.add_argument("--rt-priority", type=int, default=50,
+                        help="then the realtime run again with this rt_priority (0: skip it)")
     args = parser.parse_args()
 
     domain = 1 + os.getpid() % 101
@@ -236,6 +246,9 @@ def main():
             "baseline_physics_alone_rtf": physics_alone_rtf(args.actuator, 3.0),
             **realtime_over_ros(policy, env, tmp, args.actuator, args.seconds),
         }
+        if args.rt_priority:
+            results["realtime_rt_priority"] = realtime_over_ros(
+                policy, env, tmp, args.actuator, args.seconds, args.rt_priority)
         results["lockstep"] = {}
         for actuator in ("faithful", "fast"):
             alone = lockstep_alone(actuator, 3.0)

@@ -77,6 +77,10 @@ class SimNodeConfig:
     estimator_rate: float = 500.0
     """Rate of the state estimator (Hz), a divisor of the physics rate; 0 turns it off and
     nothing is published on /cassie/state_estimate."""
+    rt_priority: int = 0
+    """realtime mode: SCHED_FIFO priority (1..98) of the physics and publishing thread; 0:
+    normal scheduling. Needs the right to (root, CAP_SYS_NICE or an rtprio limit); without it
+    the node warns and runs normally."""
 
     def __post_init__(self):
         def fail(name: str, allowed: str):
@@ -112,6 +116,8 @@ class SimNodeConfig:
         if not (math.isfinite(self.estimator_rate) and 0.0 <= self.estimator_rate <= physics_rate
                 and (self.estimator_rate == 0.0 or _is_whole(physics_rate / self.estimator_rate))):
             fail("estimator_rate", f"0 (off) or a divisor of the physics rate {physics_rate:g} Hz")
+        if not 0 <= self.rt_priority <= 98:
+            fail("rt_priority", "0 (normal scheduling) or a SCHED_FIFO priority in 1..98")
 
     def sim_config(self) -> SimConfig:
         return SimConfig(variant=self.variant, timestep=self.timestep, actuator=self.actuator,

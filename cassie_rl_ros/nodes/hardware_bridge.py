@@ -25,10 +25,8 @@ of ``BridgeConfig``. On exit it logs ``stats {json}``.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
-import os
 import queue
 import select
 import socket
@@ -45,8 +43,8 @@ from sensor_msgs.msg import Imu, JointState
 from cassie_rl_ros.bridge.core import LOOP_PERIOD, PARAMETERS, BridgeConfig, BridgeCore, RobotState
 from cassie_sim_ros.config import ConfigError, from_dict
 from cassie_sim_ros.nodes.driver_messages import BUILTIN_PARAMETERS, QOS_DEPTH, DriverMessages
-from cassie_sim_ros.nodes.node_main import (command_line, reject_plain_arguments, ros_session,
-                                            spinning)
+from cassie_sim_ros.nodes.node_main import (command_line, realtime_thread,
+                                            reject_plain_arguments, ros_session, spinning)
 from cassie_sim_ros.sim_server import PdCommand, Throttle
 
 REPLY_TIMEOUT = 0.5
@@ -172,7 +170,6 @@ class HardwareBridge(Node):
                 self.get_logger().error(f"cannot send to the robot: {err.strerror}")
 
     def run_realtime(self):
-        _lower_timer_slack()
         every = round(1.0 / (self.config.publish_rate * LOOP_PERIOD))
         fresh = 0
         next_due = time.monotonic()
@@ -238,12 +235,9 @@ class HardwareBridge(Node):
                 started = True
 
     def run_link(self):
-        if self.config.rt_priority:
-            try:  # this thread only (Linux: pid 0 is the calling thread)
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.config.rt_priority))
-            except (PermissionError, AttributeError, OSError) as err:
-                self.get_logger().warning(f"rt_priority {self.config.rt_priority} refused "
-                                          f"({err}); the UDP loop runs with normal scheduling")
+        refused = realtime_thread(self.config.rt_priority)
+        if refused:
+            self.get_logger().warning(f"{refused} for the UDP loop")
         from rclpy._rclpy_pybind11 import InvalidHandle
 
         try:
@@ -275,15 +269,6 @@ class HardwareBridge(Node):
 
     def stats(self) -> dict:
         return {**self.core.totals(), "overruns": self.overruns}
-
-
-def _lower_timer_slack():
-    """Wake-ups within ~1 µs of the deadline instead of Linux's default 50 µs slack (this
-    thread only). Best effort: ignored where prctl is missing."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK, 1 ns
-    except (OSError, AttributeError):
-        pass
 
 
 def main(args: list[str] | None = None) -> int:

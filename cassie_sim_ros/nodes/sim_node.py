@@ -31,7 +31,7 @@ from cassie_sim_ros.config import ConfigError, from_dict
 from cassie_sim_ros.nodes.driver_messages import (BUILTIN_PARAMETERS, QOS_DEPTH, DriverMessages,
                                                   set_quaternion, set_stamp, set_vector)
 from cassie_sim_ros.nodes.node_main import (command_line, reject_plain_arguments, ros_session,
-                                            spinning)
+                                            realtime_thread, spinning)
 from cassie_sim_ros.sim_server import (Event, PdCommand, RealtimePacer, Rejection, SimNodeConfig,
                                        SimServer, StateSnapshot, Throttle, quat_rotate_inverse)
 
@@ -155,6 +155,9 @@ class SimNode(Node):
                 log.error(f"simulation diverged at t = {t:.3f} s: reset to the standing keyframe")
 
     def run_realtime(self):
+        refused = realtime_thread(self.config.rt_priority)
+        if refused:
+            self.get_logger().warning(refused)
         pacer = self.pacer = RealtimePacer(self.server.steps_per_publish * self.server.timestep)
         self.publish(self.server.snapshot())  # t = 0; also pays for the first publish's setup
         pacer.start()

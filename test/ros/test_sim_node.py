@@ -237,6 +237,21 @@ def test_pd_target_moves_a_motor_and_the_watchdog_damps_and_releases(start_node,
     assert abs(motors(probe.states[-1])[0][HIP_YAW] - target[HIP_YAW]) < 0.05
 
 
+def test_rt_priority_puts_the_physics_thread_on_sched_fifo_or_says_why_not(start_node, probe):
+    proc = start_node(NODE + ["-p", "actuator:=fast", "-p", "rt_priority:=10"])
+    probe.wait_for_sim(proc)
+    tasks = Path(f"/proc/{proc.pid}/task")
+    policies = {int(tid): os.sched_getscheduler(int(tid)) for tid in os.listdir(tasks)}
+    fifo = [tid for tid, policy in policies.items() if policy == os.SCHED_FIFO]
+    if "rt_priority 10 refused" in log_of(proc):  # no right to it here: a warning, and it runs
+        assert fifo == []
+        assert len(probe.states) > 10
+    else:  # the main thread only (its id is the process id): not rclpy's or DDS's threads
+        assert fifo == [proc.pid], policies
+        assert os.sched_getparam(proc.pid).sched_priority == 10
+    stop_cleanly(proc)
+
+
 def test_bad_targets_are_rejected_and_the_node_keeps_publishing(start_node, probe):
     proc = start_node(NODE + ["-p", "actuator:=fast"])
     probe.wait_for_sim(proc)

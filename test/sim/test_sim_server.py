@@ -61,6 +61,7 @@ def test_config_file_matches_the_defaults():
     ({"watchdog_timeout": 0.0}, "watchdog_timeout"),
     ({"push_duration": -1.0}, "push_duration"),
     ({"seed": -3}, "seed"),
+    ({"rt_priority": 99}, r"rt_priority: 99 is not allowed.*1\.\.98"),
     ({"seed": 1.5}, "seed: expected an integer"),
     ({"sensor_noise": "yes"}, "sensor_noise: expected true or false"),
     ({"watchdog": 0.1}, "unknown key watchdog; allowed keys: .*watchdog_timeout"),
