@@ -28,6 +28,9 @@ Parameters (read once at start):
   period on the node's clock (``use_sim_time``: follows /clock) on the latest inputs: a fixed
   rate whatever the driver's state rate.
 * ``torch_threads``: torch intra-op threads (1: the networks are small).
+* ``rt_priority``: SCHED_FIFO priority (1..98) of the thread that runs the policy steps, as
+  on a robot computer; 0 = normal scheduling. Needs root, CAP_SYS_NICE or an rtprio limit,
+  else a warning.
 * ``estimator_rate``: ``state_est`` policies only: the rate (Hz) joint state + IMU pairs arrive
   at, which the node's state estimator (the env's ``CassieEstimator``, one update per pair)
   integrates over; 0 = the policy's training rate (``env.estimator_rate``). Set the simulator
@@ -99,12 +102,16 @@ class PolicyNode(Node):
         self.trigger = self.declare_parameter("trigger", "state").value
         sync_tolerance = self.declare_parameter("sync_tolerance", 0.0).value
         torch_threads = self.declare_parameter("torch_threads", 1).value
+        self.rt_priority = self.declare_parameter("rt_priority", 0).value
         reset_sim = self.declare_parameter("reset_sim_on_start", False).value
         estimator_rate = float(self.declare_parameter("estimator_rate", 0.0).value)
         if self.trigger not in TRIGGERS:
             raise PolicyError(f"trigger: {self.trigger!r} is not one of {', '.join(TRIGGERS)}")
         if not (np.isfinite(sync_tolerance) and sync_tolerance >= 0):
             raise PolicyError(f"sync_tolerance: must be seconds >= 0, got {sync_tolerance}")
+        if not (isinstance(self.rt_priority, int) and 0 <= self.rt_priority <= 98):
+            raise PolicyError(f"rt_priority: {self.rt_priority!r} is not allowed; allowed values: "
+                              "0 (normal scheduling) or a SCHED_FIFO priority in 1..98")
         # Dynamic typing: a string, a string array, or whatever YAML made of the text.
         paths = [str(p) for p in (policy if isinstance(policy, (list, tuple)) else [policy])
                  if p not in ("", None)]
@@ -334,7 +341,8 @@ def main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="policy_node", description="Run a trained Cassie policy as a ROS 2 node. "
         "Parameters: --ros-args -p name:=value (policy, speed, step_frequency, trigger, "
-        "sync_tolerance, torch_threads, estimator_rate, reset_sim_on_start, use_sim_time).")
+        "sync_tolerance, torch_threads, rt_priority, estimator_rate, reset_sim_on_start, "
+        "use_sim_time).")
     parser.add_argument("policy", nargs="*", help="policy path(s); several: an ensemble")
     parsed = parser.parse_args(extra)
     if parsed.policy:
@@ -353,7 +361,7 @@ def main(args: list[str] | None = None) -> int:
         gc.freeze()
         # Each policy step runs in a callback on the spinner thread; the main thread only
         # waits, so Ctrl-C lands here and never halfway through rclpy's executor code.
-        with spinning(node) as spinner:
+        with spinning(node, rt_priority=node.rt_priority) as spinner:
             try:
                 while spinner.is_alive():
                     spinner.join(timeout=0.2)

@@ -106,8 +106,10 @@ def realtime_thread(priority: int) -> str | None:
 
 
 @contextlib.contextmanager
-def spinning(node: Node, timeout: float = 2.0) -> Iterator[threading.Thread]:
-    """The node's callbacks served on a background thread while the main thread runs the loop.
+def spinning(node: Node, timeout: float = 2.0,
+             rt_priority: int = 0) -> Iterator[threading.Thread]:
+    """The node's callbacks served on a background thread while the main thread runs the loop;
+    with ``rt_priority`` (1..98) that thread runs SCHED_FIFO (:func:`realtime_thread`).
 
     On exit the thread is out of rclpy before the node is destroyed: a thread still waiting in
     rclpy's C++ when the context goes aborts the process ("terminate called ..."). So does one
@@ -119,8 +121,13 @@ def spinning(node: Node, timeout: float = 2.0) -> Iterator[threading.Thread]:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     finished, stopping = threading.Event(), threading.Event()
-    spinner = threading.Thread(target=spin_until_shutdown, args=(executor, finished, stopping),
-                               name=f"{node.get_name()}-spin", daemon=True)
+    def spin():
+        refused = realtime_thread(rt_priority) if rt_priority else None
+        if refused:
+            node.get_logger().warning(f"{refused} for the callbacks")
+        spin_until_shutdown(executor, finished, stopping)
+
+    spinner = threading.Thread(target=spin, name=f"{node.get_name()}-spin", daemon=True)
     spinner.start()
     try:
         yield spinner

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -304,6 +305,27 @@ def _exits_with(params: dict, message: str, ros_env) -> None:
 
 def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
     _exits_with({"policy": str(tmp_path / "none")}, "no such policy", ros_env)
+
+
+def test_rt_priority_runs_the_policy_steps_on_sched_fifo_or_says_why_not(
+        start_node, ros_env, policy_dir):
+    _exits_with({"policy": str(policy_dir), "rt_priority": 99},
+                "rt_priority: 99 is not allowed", ros_env)
+    node = start_node(list(node_command(POLICY_NODE, {"policy": str(policy_dir),
+                                                      "rt_priority": 10})))
+    tasks = Path(f"/proc/{node.pid}/task")
+    end = time.monotonic() + 60.0
+    while time.monotonic() < end and node.poll() is None:
+        fifo = [int(t) for t in os.listdir(tasks) if os.sched_getscheduler(int(t)) == os.SCHED_FIFO]
+        refused = "rt_priority 10 refused" in log_of(node)
+        if fifo or refused:
+            break
+        time.sleep(0.05)
+    if refused:  # no right to it here: a warning, normal scheduling
+        assert fifo == []
+    else:  # the thread that runs the callbacks only, not the main thread
+        assert len(fifo) == 1 and fifo[0] != node.pid, (fifo, log_of(node))
+        assert os.sched_getparam(fifo[0]).sched_priority == 10
 
 
 def test_without_a_policy_it_runs_the_shipped_default(start_node, ros_env):
