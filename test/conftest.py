@@ -89,3 +89,13 @@ def start_node(ros_env, tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """An expected failure still says why, briefly: CI's log is all a later look has."""
+    for report in terminalreporter.stats.get("xfailed", []):
+        lines = str(report.longrepr).strip().splitlines()
+        errors = [line for line in lines if line.startswith("E ")]
+        terminalreporter.write_line(f"xfailed {report.nodeid} ({lines[-1][:200]}):")
+        for line in errors[:30]:
+            terminalreporter.write_line(f"    {line[:300]}")
