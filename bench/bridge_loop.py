@@ -19,7 +19,7 @@ are listed too). CPU share is the process's user + system time over wall time
 after the warm-up, as a fraction of one core. Goal: p99 |period − 0.5 ms| < 0.25 ms and
 under half a core.
 
-    python bench/bridge_loop.py [--seconds 10] [--warmup 2] [--rt-priority 50]
+    python bench/bridge_loop.py [--seconds 10] [--warmup 2] [--rt-priority 50 (the default)]
 
 The machine's load average is recorded: on a shared machine the numbers are only as good as it.
 """
@@ -67,11 +67,11 @@ def cpu_share(proc: subprocess.Popen, warmup: float, seconds: float) -> float:
 def baseline_child(seconds: float, warmup: float, rt_priority: int):
     """The bare loop: select until each deadline, nothing else. Prints its periods' stats."""
     from cassie_rl_ros.bridge.core import period_stats
-    from cassie_rl_ros.nodes.hardware_bridge import _lower_timer_slack
+    from cassie_sim_ros.nodes.node_main import realtime_thread
 
-    _lower_timer_slack()
-    if rt_priority:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+    refused = realtime_thread(rt_priority)
+    if refused:
+        raise SystemExit(refused)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sends = []
@@ -211,9 +211,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--rt-priority", type=int, default=0,
-                        help="SCHED_FIFO priority of both loops (the bridge's rt_priority); "
-                        "0: normal scheduling (default). Needs root or CAP_SYS_NICE")
+    parser.add_argument("--rt-priority", type=int, default=50,
+                        help="SCHED_FIFO priority of both loops (the bridge's rt_priority, "
+                        "default 50); 0: normal scheduling. Needs root or CAP_SYS_NICE")
     parser.add_argument("--baseline-child", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--robot-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -54,3 +55,17 @@ class ProbeNode:
 def log_of(proc) -> str:
     """What a node process started by the ``start_node`` fixture has printed so far."""
     return Path(proc.log_path).read_text(errors="replace")
+
+
+def sched_fifo_threads(pid: int) -> dict[int, int]:
+    """The process's threads that run SCHED_FIFO, with their priorities (thread id: priority;
+    the main thread's id is the process id)."""
+    fifo = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        tid = int(task.name)
+        try:
+            if os.sched_getscheduler(tid) == os.SCHED_FIFO:
+                fifo[tid] = os.sched_getparam(tid).sched_priority
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that ended meanwhile
+    return fifo

@@ -151,9 +151,11 @@ class BridgeConfig:
     Check on the robot."""
     diagnostics_period: float = 1.0
     """Seconds between /diagnostics messages."""
-    rt_priority: int = 0
-    """SCHED_FIFO priority (1..98) of the UDP thread; 0: normal scheduling. Needs the right to
-    (root, CAP_SYS_NICE or an rtprio limit); without it the bridge warns and runs normally."""
+    rt_priority: int = 50
+    """SCHED_FIFO priority (1..98) of the UDP thread; 0: normal scheduling. 50, as
+    ros2_control's controller manager: a 2 kHz loop with normal scheduling misses its p99 goal
+    (bench/bridge_loop.py). Needs the right to (root, CAP_SYS_NICE or an rtprio limit);
+    without it the bridge warns and runs normally."""
 
     def __post_init__(self):
         def fail(name: str, allowed: str):

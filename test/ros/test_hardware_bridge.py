@@ -35,7 +35,7 @@ from cassie_sim_ros import constants as C  # noqa: E402
 from cassie_sim_ros.sim_server import JOINT_NAMES  # noqa: E402
 
 from tiny_policy import train_tiny_policy  # noqa: E402  (test/ is on sys.path: conftest.py)
-from ros_probe import ProbeNode, log_of  # noqa: E402  (test/ is on sys.path: conftest.py)
+from ros_probe import ProbeNode, log_of, sched_fifo_threads  # noqa: E402  (conftest: sys.path)
 
 BRIDGE = [sys.executable, "-m", "cassie_rl_ros.nodes.hardware_bridge", "--ros-args"]
 EMULATOR = [sys.executable, "-m", "cassie_rl_ros.tools.robot_emulator", "--port", "0"]
@@ -209,6 +209,12 @@ def test_publishes_the_sim_node_topics_and_forwards_checked_targets(start_node, 
     odom = probe.received["/cassie/state_estimate"][-1]
     assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "pelvis")
     assert odom.pose.pose.position.z == pytest.approx(0.8)
+    # The UDP loop's thread alone runs SCHED_FIFO, at rt_priority's default 50 (where allowed).
+    fifo = sched_fifo_threads(proc.pid)
+    if "rt_priority 50 refused" in log_of(proc):
+        assert fifo == {}
+    else:
+        assert list(fifo.values()) == [50] and proc.pid not in fifo, fifo
 
     target = STANDING.copy()
     target[HIP_YAW] += 0.1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from cassie_sim_ros import constants as C  # noqa: E402
 from cassie_sim_ros.config import from_dict, to_dict  # noqa: E402
 from cassie_sim_ros.sim import CassieSim, SimConfig  # noqa: E402
 from tiny_policy import train_tiny_policy  # noqa: E402
-from ros_probe import ProbeNode, log_of  # noqa: E402  (test/ is on sys.path: conftest.py)
+from ros_probe import ProbeNode, log_of, sched_fifo_threads  # noqa: E402  (conftest: sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "render.launch.py"
@@ -313,19 +312,17 @@ def test_rt_priority_runs_the_policy_steps_on_sched_fifo_or_says_why_not(
                 "rt_priority: 99 is not allowed", ros_env)
     node = start_node(list(node_command(POLICY_NODE, {"policy": str(policy_dir),
                                                       "rt_priority": 10})))
-    tasks = Path(f"/proc/{node.pid}/task")
     end = time.monotonic() + 60.0
     while time.monotonic() < end and node.poll() is None:
-        fifo = [int(t) for t in os.listdir(tasks) if os.sched_getscheduler(int(t)) == os.SCHED_FIFO]
+        fifo = sched_fifo_threads(node.pid)
         refused = "rt_priority 10 refused" in log_of(node)
         if fifo or refused:
             break
         time.sleep(0.05)
     if refused:  # no right to it here: a warning, normal scheduling
-        assert fifo == []
+        assert fifo == {}
     else:  # the thread that runs the callbacks only, not the main thread
-        assert len(fifo) == 1 and fifo[0] != node.pid, (fifo, log_of(node))
-        assert os.sched_getparam(fifo[0]).sched_priority == 10
+        assert list(fifo.values()) == [10] and node.pid not in fifo, (fifo, log_of(node))
 
 
 def test_without_a_policy_it_runs_the_shipped_default(start_node, ros_env):
