@@ -38,12 +38,17 @@ Parameters (read once at start):
 * ``reset_sim_on_start``: call ``cassie/reset`` once when the first target goes out, so the
   policy takes over a standing robot (the simulator's hold mode does not balance). Simulator
   only; render.launch.py sets it.
+* ``wait_for_readers``: ``state`` trigger: the first target waits until this many readers of
+  pd_targets are matched, the driver among them (default 1). 2 lets a recorder started
+  beforehand (``ros2 bag record``, a test's probe) hear a lockstep run from its first target.
 * ``use_sim_time``: run on /clock (the simulator) instead of the system clock.
 
 In ``state`` mode a target goes out only once the driver reads pd_targets (a node that
 publishes the joint states and subscribes to the targets, as the simulator node and the
 hardware bridge do): a first target that reached only another reader (``ros2 bag record``)
 would leave a lockstep driver waiting. A driver split over two nodes gets them after 5 s.
+Readers are counted as matched by the publisher (DDS), not as listed in the ROS graph: a
+reader the graph lists may still miss targets sent before its match.
 
 Either way the gait clock advances by the trained policy period per published target. Inputs
 older than 3 policy periods (node clock) stop the publishing, with a warning, until fresh ones
@@ -104,9 +109,13 @@ class PolicyNode(Node):
         torch_threads = self.declare_parameter("torch_threads", 1).value
         self.rt_priority = self.declare_parameter("rt_priority", 0).value
         reset_sim = self.declare_parameter("reset_sim_on_start", False).value
+        self.wait_for_readers = self.declare_parameter("wait_for_readers", 1).value
         estimator_rate = float(self.declare_parameter("estimator_rate", 0.0).value)
         if self.trigger not in TRIGGERS:
             raise PolicyError(f"trigger: {self.trigger!r} is not one of {', '.join(TRIGGERS)}")
+        if not isinstance(self.wait_for_readers, int) or self.wait_for_readers < 1:
+            raise PolicyError(f"wait_for_readers: {self.wait_for_readers!r} is not an integer "
+                              ">= 1 (readers of pd_targets before the first target)")
         if not (np.isfinite(sync_tolerance) and sync_tolerance >= 0):
             raise PolicyError(f"sync_tolerance: must be seconds >= 0, got {sync_tolerance}")
         if not (isinstance(self.rt_priority, int) and 0 <= self.rt_priority <= 98):
@@ -249,10 +258,10 @@ class PolicyNode(Node):
         drivers = {(i.node_namespace, i.node_name) for i in
                    self.get_publishers_info_by_topic(self.joint_states_sub.topic_name)}
         matched = self.targets_pub.get_subscription_count()
-        self.driver_matched = (
-            any((i.node_namespace, i.node_name) in drivers for i in readers)
-            and matched >= len(readers))
-        if not self.driver_matched and matched > 0 and self.waiting_since is not None and (
+        enough = matched >= max(1, self.wait_for_readers)
+        self.driver_matched = enough and matched >= len(readers) and any(
+            (i.node_namespace, i.node_name) in drivers for i in readers)
+        if not self.driver_matched and enough and self.waiting_since is not None and (
                 time.monotonic() - self.waiting_since > DRIVER_WAIT_S):
             self.get_logger().warning(
                 f"no node both publishes {self.joint_states_sub.topic_name} and reads "

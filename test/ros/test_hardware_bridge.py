@@ -27,6 +27,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile  # noqa: E402
 from sensor_msgs.msg import Imu, JointState  # noqa: E402
 
 from cassie_rl_ros.bridge import protocol as P  # noqa: E402
@@ -43,6 +44,7 @@ STANDING = STANDING_MOTOR_POSITION
 KP32, KD32 = C.DEFAULT_KP.astype(np.float32), C.DEFAULT_KD.astype(np.float32)
 HIP_YAW = C.MOTOR_NAMES.index("left_hip_yaw")
 POLICY, STAND, DAMPING = 1.0, 0.0, -1.0
+KEEP_EVERY_MESSAGE = QoSProfile(history=HistoryPolicy.KEEP_ALL, depth=1)
 
 
 def bridge_command(robot_port: int, *params: str) -> list[str]:
@@ -403,44 +405,50 @@ def tiny_policy(tmp_path_factory):
 
 def record_policy_run(start_node, driver: list[list[str]], policy: Path, steps: int,
                       dt: float, offset: float):
-    """Start ``driver`` (processes), then the policy node; returns the first ``steps`` PD
-    targets this probe received, the joint states stamped ``offset + k·dt`` by k, and the
-    processes' logs."""
-    procs = [start_node(cmd) for cmd in driver]
+    """Start ``driver`` (processes) and the policy node; returns the PD targets and the joint
+    states this probe received, each by its policy step k (stamped ``offset + k·dt``), and the
+    processes' logs. Every message from the first step on, whatever the discovery order:
+
+    * joint states: a lockstep driver repeats its first state to each new reader until the
+      first target, so once this probe has heard one, it hears every later one;
+    * targets: the policy node waits for two matched readers (``wait_for_readers``), the driver
+      and this probe's, whose reader is created only then: the publisher is discovered by
+      now, so the reader matches it at once, and the publisher's side is the node's wait.
+    A lockstep run can outpace this Python reader (two messages per policy step; under load),
+    so its histories keep every message.
+    """
     p = Probe(topics=())
-    targets, states = [], {}
+    targets, states = {}, {}
 
-    def on_state(m: JointState):
-        t = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
-        states[round((t - offset) / dt)] = np.array(m.position)
+    def by_step(into: dict):
+        def store(m: JointState):
+            t = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+            into[round((t - offset) / dt)] = np.array(m.position)
+        return store
 
+    procs = []
     try:
-        p.node.create_subscription(JointState, "/cassie/pd_targets",
-                                   lambda m: targets.append(np.array(m.position)), 100)
-        # Listening before the policy starts, so no state is missed. Neither driver starts on
-        # this reader alone: until the first target, both repeat their initial state to each
-        # new reader (the bridge once joint states and IMU both have one).
-        p.node.create_subscription(JointState, "/cassie/joint_states", on_state, 100)
-        assert p.spin_until(lambda: p.node.count_publishers("/cassie/joint_states") > 0, 30.0)
+        p.node.create_subscription(JointState, "/cassie/joint_states", by_step(states),
+                                   KEEP_EVERY_MESSAGE)
+        procs += [start_node(cmd) for cmd in driver]
         procs.append(start_node([sys.executable, "-m", "cassie_rl_ros.nodes.policy_node",
-                                 str(policy), "--ros-args", "-p", "use_sim_time:=true"]))
-        assert p.spin_until(lambda: len(targets) > steps, 120.0), \
-            "\n".join(log_of(x) for x in procs)
+                                 str(policy), "--ros-args", "-p", "use_sim_time:=true",
+                                 "-p", "wait_for_readers:=2"]))
+        logs = lambda: "\n".join(log_of(x) for x in procs)  # noqa: E731
+        assert p.spin_until(lambda: states, 120.0), logs()
+        p.node.create_subscription(JointState, "/cassie/pd_targets", by_step(targets),
+                                   KEEP_EVERY_MESSAGE)
+        assert p.spin_until(lambda: len(targets) > steps and len(states) > steps, 120.0), \
+            logs()
     finally:
         p.close()
         for x in reversed(procs):
             os.killpg(x.pid, signal.SIGINT)
             x.wait(timeout=15)
-    return np.array(targets[:steps]), states, "\n".join(log_of(x) for x in procs)
+    print(f"first policy step heard: target {min(targets)}, state {min(states)}")
+    return targets, states, logs()
 
 
-# Flaky: about 1 full-suite run in 4 the bridge path's targets were 0.2-0.3 rad off from the
-# first step (never in 22 runs of this test alone). Likely cause (session 8): the probe's
-# pd_targets reader matched after the policy node's first target, so the whole list was one
-# step late (one gait-clock step is 0.2-0.3 rad of target); the lists are now aligned. Kept
-# xfail(strict=False) until full-suite runs confirm it.
-@pytest.mark.xfail(strict=False, reason="known intermittent start-state mismatch on the "
-                   "bridge path (under investigation); passes most runs")
 def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
         start_node, ros_env, tiny_policy):
     """Lockstep both ways, same policy: policy node → sim node, and policy node → bridge →
@@ -460,15 +468,11 @@ def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
         tiny_policy, steps, dt, offset=0.0005)
     os.killpg(emulator.pid, signal.SIGINT)
     assert emulator.wait(timeout=15) == 0
-    # The probe's pd_targets reader may match the policy node's publisher only after its first
-    # target went out (the node waits for the driver, not for this reader; volatile QoS): then
-    # its list starts one target late. Align the lists by the shift (0-2) that fits best; the
-    # states below are keyed by their stamps and compared step by step regardless.
-    n = steps - 2
-    shifts = {(a, b): np.abs(bridge_targets[a:a + n] - sim_targets[b:b + n]).max(axis=1)
-              for a in range(3) for b in range(3) if a == 0 or b == 0}
-    shift = min(shifts, key=lambda ab: shifts[ab].max())
-    target_error = shifts[shift]
+    # Every target the policy sent, from its first step on both paths (record_policy_run).
+    for name, targets in (("simulator node", sim_targets), ("bridge", bridge_targets)):
+        assert set(range(steps)) <= set(targets), f"{name} path: steps heard {sorted(targets)}"
+    target_error = np.array([np.abs(bridge_targets[k] - sim_targets[k]).max()
+                             for k in range(steps)])
     # Per policy step k: how far the bridge's motor positions are from the simulator node's,
     # and how far the simulator node's moved in one physics step on average over that period.
     ks = [k for k in sorted(set(sim_states) & set(bridge_states)) if k - 1 in sim_states]
@@ -476,8 +480,7 @@ def test_policy_node_walks_through_bridge_and_emulator_as_through_the_sim_node(
     error = np.array([np.abs(bridge_states[k][:10] - sim_states[k][:10]).max() for k in ks])
     one_step = np.array([np.abs(sim_states[k][:10] - sim_states[k - 1][:10]).max()
                          for k in ks]) * 0.0005 / dt
-    print(f"policy targets (bridge, sim lists shifted by {shift}): max |difference| per step "
-          f"{np.round(target_error, 5)}\n"
+    print(f"policy targets: max |difference| per step {np.round(target_error, 5)}\n"
           f"motor positions: max |difference| {np.round(error, 5)}\n"
           f"one physics step of motion {np.round(one_step, 5)}")
     # The bridge's robot starts one physics step later (its first exchange steps it), so the

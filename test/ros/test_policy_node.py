@@ -293,6 +293,31 @@ def test_a_driver_split_over_two_nodes_gets_targets_after_a_warning(
         log_of(node)
 
 
+def test_wait_for_readers_holds_the_first_target_until_a_recorder_reads_too(
+        start_node, ros_env, policy_dir):
+    """``wait_for_readers: 2``: a recorder started beforehand hears the first target."""
+    driver = Probe("driver")
+    recorder = None
+    try:
+        node = start_node(list(node_command(POLICY_NODE, {"policy": str(policy_dir),
+                                                          "wait_for_readers": 2})))
+        assert wait_for_log(node, "trigger state", 60.0), log_of(node)
+        assert driver.spin_until(lambda: driver.imu.get_subscription_count() > 0
+                                 and driver.joint_states.get_subscription_count() > 0, 20.0)
+        stream = StateStream(driver)
+        driver.spin_for(1.0, stream, period=0.03)
+        assert driver.targets == [], "a target went out with one reader"
+        recorder = Recorder()
+        assert driver.spin_until(lambda: driver.targets, 20.0, stream, period=0.03), \
+            log_of(node)
+        assert recorder.spin_until(lambda: recorder.targets, 10.0)
+        assert recorder.targets[0].header.stamp == driver.targets[0].header.stamp
+    finally:
+        if recorder is not None:
+            recorder.close()
+        driver.close()
+
+
 def _exits_with(params: dict, message: str, ros_env) -> None:
     import subprocess
 
@@ -304,6 +329,8 @@ def _exits_with(params: dict, message: str, ros_env) -> None:
 
 def test_unusable_policies_exit_with_a_clear_message(ros_env, tmp_path):
     _exits_with({"policy": str(tmp_path / "none")}, "no such policy", ros_env)
+    _exits_with({"policy": str(tmp_path / "none"), "wait_for_readers": 0},
+                "wait_for_readers: 0 is not an integer >= 1", ros_env)
 
 
 def test_rt_priority_runs_the_policy_steps_on_sched_fifo_or_says_why_not(
