@@ -130,6 +130,9 @@ class CassieSim:
         self._sensordata = b.bind("sensordata")
         self._site_xpos = b.bind("site_xpos")
         self._actuator_force = b.bind("actuator_force")
+        # Views into the batch's own arrays, read after every step.
+        self._warning_counts = np.asarray(b.warning)[:, self._INSTABILITY, 1]
+        self._status = np.asarray(b.status)
         self._rng = np.random.default_rng(self.config.seed)
 
         self.fast = self.config.actuator == "fast"
@@ -145,6 +148,7 @@ class CassieSim:
         self._kp = np.tile(np.asarray(self.config.kp, dtype=float), (n, 1))
         self._kd = np.tile(np.asarray(self.config.kd, dtype=float), (n, 1))
         self._push_steps = np.zeros(n, dtype=np.int64)
+        self._pushing = False  # any(_push_steps > 0), kept beside it: step() reads it often
         self.diverged = np.zeros(n, dtype=bool)
         """Sims that went unstable; each is put back at the standing keyframe and stays flagged
         until the caller resets it (training ends such an episode)."""
@@ -183,6 +187,7 @@ class CassieSim:
         self._xfrc[ids] = 0.0
         self._qfrc[ids] = 0.0
         self._push_steps[ids] = 0
+        self._pushing = bool(self._push_steps.any())
         self.diverged[ids] = False
         q, qd = self._qpos[ids][:, self._motor_qadr], self._qvel[ids][:, self._motor_dadr]
         if self.pipeline is not None:
@@ -256,6 +261,7 @@ class CassieSim:
         self._xfrc[ids, self._pelvis, :3] = force if steps else 0.0
         self._xfrc[ids, self._pelvis, 3:] = torque if steps else 0.0
         self._push_steps[ids] = steps
+        self._pushing = bool(self._push_steps.any())
 
     # ---------------------------------------------------------------- stepping
 
@@ -263,7 +269,7 @@ class CassieSim:
         """Advance every sim ``nstep`` physics steps with the held PD commands."""
         remaining = nstep
         while remaining > 0:
-            if not self._push_steps.any():  # the usual case, in as few numpy calls as can be
+            if not self._pushing:  # the usual case, in as few numpy calls as can be
                 chunk = remaining
             else:
                 chunk = min(remaining, int(self._push_steps[self._push_steps > 0].min()))
@@ -273,11 +279,12 @@ class CassieSim:
                 for _ in range(chunk):
                     self._step_pipeline()
             remaining -= chunk
-            if self._push_steps.any():
+            if self._pushing:
                 pushing = self._push_steps > 0
                 self._push_steps[pushing] -= chunk
                 ended = pushing & (self._push_steps <= 0)
                 self._xfrc[ended, self._pelvis] = 0.0
+                self._pushing = bool(self._push_steps.any())
         self._check_divergence()
 
     def _step_pipeline(self):
@@ -295,17 +302,17 @@ class CassieSim:
 
     def _instability_warnings(self) -> np.ndarray:
         """Per sim, how often MuJoCo found a bad qpos, qvel or qacc and reset the state."""
-        return np.asarray(self._batch.warning)[:, self._INSTABILITY, 1].sum(axis=1)
+        return self._warning_counts.sum(axis=1)
 
     def _check_divergence(self):
         # The usual case first, in five numpy calls: no new warning, no error, and every
         # position and velocity finite (a NaN or inf makes the sums non-finite).
-        if (int(self._instability_warnings().sum()) == self._warnings_total
-                and not self._batch.status.any()
+        if (int(self._warning_counts.sum()) == self._warnings_total
+                and not self._status.any()
                 and math.isfinite(float(self._qpos.sum()) + float(self._qvel.sum()))):
             return
         bad = ~(np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1))
-        bad |= np.asarray(self._batch.status) != 0
+        bad |= self._status != 0
         warnings = self._instability_warnings()
         bad |= warnings > self._warnings_seen
         newly = bad & ~self.diverged
@@ -473,6 +480,7 @@ class CassieSim:
         for name in ("p_target", "d_target", "feedforward", "kp", "kd"):
             getattr(self, f"_{name}")[:] = state[name]
         self._push_steps[:] = state["push_steps"]
+        self._pushing = bool(self._push_steps.any())
         self.diverged[:] = state["diverged"]
         self._rng.bit_generator.state = state["rng"]
         if self.pipeline is not None:
