@@ -994,9 +994,13 @@ class CassieEstimator:
         self._corrections[sel] = corrections
         self._pending[sel] = 0.0
         self._motion[sel], self.still[sel] = motion, still
-        n_contact = np.add.reduce(contact, 1)
+        # Terrain from the feet that held still since the last correction: a foot that just
+        # touched down, or slips, or is flagged by a spring still ringing after a fall, is not
+        # on the ground where kinematics put it.
+        steady = use & ~slipping
+        n_contact = np.add.reduce(steady, 1)
         if n_contact.any():
-            ground = (np.add.reduce(X[:, 2:, 2] * contact, 1) / np.maximum(n_contact, 1)
+            ground = (np.add.reduce(X[:, 2:, 2] * steady, 1) / np.maximum(n_contact, 1)
                       - self._radius)
             terrain = self.terrain[sel]
             step = dt / (cfg.terrain_tau + dt) * (ground - terrain)

@@ -233,6 +233,27 @@ def test_tracks_the_simulated_robot_settling_onto_its_springs():
     assert state.foot_contact.all()
 
 
+def test_a_fall_does_not_lift_the_terrain_under_the_robot():
+    # Damping after 0.3 s: Cassie collapses onto its pelvis and its legs whip up, the shin
+    # springs ringing (contact flagged while the feet fly). Terrain comes only from feet that
+    # held still, so it stays at the floor and so does the height above it.
+    sim = CassieSim(SimConfig(sensor_noise=True, actuator="faithful"), num_sims=1)
+    stand = sim.motor_state()[0]
+    sim.set_pd(stand)
+    est = CassieEstimator(1, DT)
+    terrain, height_error = [], []
+    for k in range(4000):
+        if k == 600:
+            sim.set_pd(stand, kp=np.zeros(C.NUM_MOTORS))
+        sim.step(1)
+        state = est.update(sim.sensors())
+        terrain.append(state.terrain_height[0])
+        height_error.append(state.pelvis_height[0] - sim.pelvis_pose()[0][0, 2])
+    assert sim.pelvis_pose()[0][0, 2] < 0.3  # it did fall
+    assert np.abs(terrain).max() < 0.01
+    assert np.abs(height_error).max() < 0.01
+
+
 # ------------------------------------------------------------------------- bad inputs
 
 
