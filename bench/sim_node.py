@@ -8,7 +8,10 @@ Prints one JSON object. Each ROS number has a same-run baseline:
   gaps this subscriber saw. Baseline: ``SimServer`` stepping one publish period at a time
   in-process with no ROS, i.e. the real-time factor the physics alone could reach. Then the
   same with the node's ``rt_priority`` (SCHED_FIFO), as a robot computer would run a driver;
-  where that right is missing the node says so and the JSON repeats it.
+  where that right is missing the node says so and the JSON repeats it. Floor: a bare loop
+  that only sleeps to the same 400 Hz schedule (the node's pacer and sleep, nothing else), as
+  long, with normal scheduling and with the priority: the missed periods of this machine's own
+  late wake-ups (a VM's hypervisor), which no node can do better than.
 * lockstep: this process is the policy: send a target, wait for the state, repeat. Baseline:
   ``SimServer.lockstep`` in-process, the ceiling for the node. Run for each actuator mode.
 
@@ -29,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +41,8 @@ import numpy as np
 
 from cassie_rl_ros.ros_env import ros_subprocess_env
 from cassie_sim_ros import constants as C
-from cassie_sim_ros.sim_server import PdCommand, SimNodeConfig, SimServer
+from cassie_sim_ros.nodes.node_main import realtime_thread
+from cassie_sim_ros.sim_server import PdCommand, RealtimePacer, SimNodeConfig, SimServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +62,29 @@ def physics_alone_rtf(actuator: str, seconds: float) -> float:
         server.snapshot()
         chunks += 1
     return chunks * server.steps_per_publish * server.timestep / (time.perf_counter() - start)
+
+
+def bare_loop_missed_periods(seconds: float, rt_priority: int) -> dict:
+    """Missed publish periods of a loop that only sleeps to the node's 400 Hz schedule, on a
+    thread of its own prepared as the node's (timer slack, SCHED_FIFO when given)."""
+    result = {}
+
+    def loop():
+        result["rt_priority_refused"] = realtime_thread(rt_priority)
+        pacer = RealtimePacer(1.0 / 400.0)
+        pacer.start()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            wait = pacer.time_to_next()
+            if wait > 0:
+                time.sleep(wait)
+            pacer.done()
+        result.update(missed_publish_periods=pacer.missed, publish_periods=pacer.chunks)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    thread.join()
+    return result
 
 
 def lockstep_alone(actuator: str, seconds: float) -> float:
@@ -240,6 +268,11 @@ def main():
         "policy_period_s": SimNodeConfig().policy_period, "timestep_s": SimNodeConfig().timestep},
         "device": {"cpu_count": os.cpu_count(), "machine": platform.machine(),
                    "python": platform.python_version(), "processor": platform.processor()}}
+    # Before this process has any ROS thread that could take the CPU from the loop.
+    results["machine_floor"] = {"normal": bare_loop_missed_periods(args.seconds, 0)}
+    if args.rt_priority:
+        results["machine_floor"]["rt_priority"] = bare_loop_missed_periods(args.seconds,
+                                                                          args.rt_priority)
     policy = Policy()
     try:
         results["realtime"] = {
