@@ -86,7 +86,8 @@ def main():
             for label, sims, threads in (("single", 1, 1), ("batched_1_thread", args.num_sims, 1),
                                          ("batched_2_threads", args.num_sims, 2)):
                 cases[f"{actuator}.{label}"] = (
-                    lambda a=actuator, n=sims, t=threads: cassie_sim(timestep, hold, share, a, n, t))
+                    lambda a=actuator, n=sims, t=threads:
+                    cassie_sim(timestep, hold, share, a, n, t))
         rates = {name: [] for name in cases}
         for _ in range(args.rounds):
             for name, measure in cases.items():

@@ -40,7 +40,8 @@ def delay_steps(seconds: float, timestep: float) -> int:
 
 
 class ActuatorPipeline:
-    """Torques for N simulations from PD commands and the true motor state, one physics step at a time.
+    """Torques for N simulations from PD commands and the true motor state, one physics step at
+    a time.
 
     Histories are ring buffers over physics steps; ``reset(ids, q)`` fills them with a resting
     state so a fresh simulation sees no spurious velocity or stale torque.
@@ -59,7 +60,8 @@ class ActuatorPipeline:
                              if config.velocity_filter else 1)
         self.resolution = 2.0 * np.pi / (2.0 ** C.ENCODER_BITS * C.GEAR_RATIO)
         # Encoder history: enough past readings for the delay and the velocity filter.
-        self._q_hist = np.zeros((self.encoder_delay + self.filter_steps + 1, num_sims, C.NUM_MOTORS))
+        self._q_hist = np.zeros((self.encoder_delay + self.filter_steps + 1, num_sims,
+                                 C.NUM_MOTORS))
         self._qd_hist = np.zeros((self.encoder_delay + 1, num_sims, C.NUM_MOTORS))
         self._tau_hist = np.zeros((self.torque_delay + 1, num_sims, C.NUM_MOTORS))
         self._cursor = 0

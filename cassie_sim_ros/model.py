@@ -93,14 +93,16 @@ LEFT_LEG = Body(
                         Body(
                             "shin", (0.06068, 0.04741, 0.0), 0.577, (0.18338, 0.001169, 0.0002123),
                             (0.00035939, 0.014728, 0.014707, -0.00020981, 2.266e-05, -1.2e-07), "z",
-                            joint=Joint("shin", range_deg=(-20.0, 20.0), damping=0.1, spring="shin"),
+                            joint=Joint("shin", range_deg=(-20.0, 20.0), damping=0.1,
+                                        spring="shin"),
                             geoms=(
                                 Geom(0.04, (-0.06, 0, 0, 0.17, -0.01, 0)),
                                 Geom(0.027, (0.17, -0.023, 0, 0.38, 0, 0)),
                                 Geom(0.025, (-0.045, 0.045, 0, 0.43476, 0, 0)),
                             ),
                             children=(Body(
-                                "tarsus", (0.43476, 0.02, 0.0), 0.782, (0.11046, -0.03058, -0.00131),
+                                "tarsus", (0.43476, 0.02, 0.0), 0.782,
+                                (0.11046, -0.03058, -0.00131),
                                 (0.00039238, 0.013595, 0.013674, 0.00023651, -4.987e-05, -4.82e-06),
                                 "z", xyaxes=(0.52992, 0.84805, 0, -0.84805, 0.52992, 0),
                                 joint=Joint("tarsus", range_deg=(50.0, 170.0), ref_deg=58.0,
@@ -130,7 +132,8 @@ LEFT_LEG = Body(
                                         children=(Body(
                                             "plantar_rod", (0.055, 0.0, -0.00791), 0.1186,
                                             (0.17792, 0.0, 0.0),
-                                            (2.779e-06, 0.001774, 0.001775, -2.34e-08, -8.1e-09, 0.0),
+                                            (2.779e-06, 0.001774, 0.001775, -2.34e-08, -8.1e-09,
+                                             0.0),
                                             "z", joint=Joint("plantar_rod"),
                                         ),),
                                     ),
@@ -331,8 +334,10 @@ def cassie_xml(variant: str = "regular", timestep: float = 0.0005) -> str:
       <inertial pos="{_fmt(PELVIS_COM)}" mass="{PELVIS_MASS}" fullinertia="{_fmt(PELVIS_INERTIA)}"/>
       <freejoint name="pelvis"/>
       <geom class="collision-pelvis" type="ellipsoid" size="0.15 0.12 0.13" pos="0.03 0 0.03"/>
-      <geom class="collision-pelvis" type="capsule" size="0.095" fromto="-0.04 0.14 0.01 0.02 0.14 0.01"/>
-      <geom class="collision-pelvis" type="capsule" size="0.095" fromto="-0.04 -0.14 0.01 0.02 -0.14 0.01"/>
+      <geom class="collision-pelvis" type="capsule" size="0.095"
+            fromto="-0.04 0.14 0.01 0.02 0.14 0.01"/>
+      <geom class="collision-pelvis" type="capsule" size="0.095"
+            fromto="-0.04 -0.14 0.01 0.02 -0.14 0.01"/>
       <site name="imu" pos="{_fmt(IMU_POS)}" size="0.01"/>
 {chr(10).join(legs)}
     </body>
@@ -349,8 +354,10 @@ def cassie_xml(variant: str = "regular", timestep: float = 0.0005) -> str:
     <gyro name="imu_gyro" site="imu"/>
     <accelerometer name="imu_accel" site="imu"/>
     <magnetometer name="imu_magnetometer" site="imu"/>
-    <contact name="left_foot_grf" subtree1="left_foot" geom2="floor" data="force" reduce="netforce" num="1"/>
-    <contact name="right_foot_grf" subtree1="right_foot" geom2="floor" data="force" reduce="netforce" num="1"/>
+    <contact name="left_foot_grf" subtree1="left_foot" geom2="floor" data="force"
+             reduce="netforce" num="1"/>
+    <contact name="right_foot_grf" subtree1="right_foot" geom2="floor" data="force"
+             reduce="netforce" num="1"/>
   </sensor>
   <keyframe>
     <key name="standing" qpos="{_fmt(STANDING_QPOS)}"/>

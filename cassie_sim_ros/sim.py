@@ -116,7 +116,8 @@ class CassieSim:
         self._pelvis = m.body("pelvis").id
         self._foot_sites = np.array([m.site(f"{s}_foot").id for s in C.SIDES])
         self._sensor = {name: slice(m.sensor_adr[m.sensor(name).id],
-                                    m.sensor_adr[m.sensor(name).id] + m.sensor_dim[m.sensor(name).id])
+                                    m.sensor_adr[m.sensor(name).id]
+                                    + m.sensor_dim[m.sensor(name).id])
                         for name in ("imu_orientation", "imu_gyro", "imu_accel", "imu_magnetometer",
                                      "left_foot_grf", "right_foot_grf")}
         self._springs = np.array([[m.joint(f"{s}_shin").id, m.joint(f"{s}_heel_spring").id]

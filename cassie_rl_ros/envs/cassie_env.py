@@ -208,7 +208,8 @@ class CassieEnvConfig:
         if not 0.0 < self.gait.swing_ratio < 1.0:
             raise ConfigError("gait.swing_ratio: must be in (0, 1)")
         if self.observation.state == "state_est":
-            steps = 1.0 / (self.estimator_rate * self.sim.timestep) if self.estimator_rate > 0 else 0
+            steps = (1.0 / (self.estimator_rate * self.sim.timestep) if self.estimator_rate > 0
+                     else 0)
             if not (steps >= 1 and abs(steps - round(steps)) < 1e-9):
                 raise ConfigError(f"estimator_rate: {self.estimator_rate!r} Hz must divide the "
                                   f"physics rate {1.0 / self.sim.timestep:g} Hz")

@@ -13,8 +13,9 @@ Layouts (``ObservationConfig.state``):
   (``cassie_sim_ros.estimator.observation_46``): pelvis height above terrain, orientation,
   world-frame velocities and acceleration, motor and joint states.
 
-Then the task inputs: the reference trajectory's next state (reference envs), the clock ``[sin 2πφ, cos 2πφ]`` (clock envs), the speed command
-(forward, and lateral and yaw rate when commanded) and the stepping frequency when observed.
+Then the task inputs: the reference trajectory's next state (reference envs), the clock
+``[sin 2πφ, cos 2πφ]`` (clock envs), the speed command (forward, and lateral and yaw rate when
+commanded) and the stepping frequency when observed.
 """
 
 from __future__ import annotations

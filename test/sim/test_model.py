@@ -80,7 +80,8 @@ def test_sensors_imu_site_and_ground():
     np.testing.assert_allclose(model.site("imu").pos, [0.03155, 0, -0.07996])
     names = {model.sensor(i).name for i in range(model.nsensor)}
     for expected in ("imu_orientation", "imu_gyro", "imu_accel", "imu_magnetometer",
-                     *(f"{m}_pos" for m in C.MOTOR_NAMES), *(f"{j}_pos" for j in C.PASSIVE_JOINT_NAMES)):
+                     *(f"{m}_pos" for m in C.MOTOR_NAMES),
+                     *(f"{j}_pos" for j in C.PASSIVE_JOINT_NAMES)):
         assert expected in names
     assert model.geom("floor").type == mujoco.mjtGeom.mjGEOM_PLANE
 

@@ -82,7 +82,8 @@ def test_pipeline_delays_torque_by_three_ms_and_reads_encoders_one_ms_late():
         q = zeros + (0.5 if k >= 1 else 0.0)
         seen.append(pipe.torque(q, zeros, zeros, zeros, zeros, kp, kd))
     # the torque computed at step k arrives at step k + 6; compare what was computed
-    computed = pipe._tau_hist[[(pipe._cursor - 4 + k) % pipe._tau_hist.shape[0] for k in range(4)], 0, 0]
+    slots = [(pipe._cursor - 4 + k) % pipe._tau_hist.shape[0] for k in range(4)]
+    computed = pipe._tau_hist[slots, 0, 0]
     np.testing.assert_allclose(computed, [0.0, 0.0, 0.0, -0.5])
 
 
@@ -100,8 +101,9 @@ def test_pipeline_quantises_encoders_and_filters_velocity():
 
 
 def test_speed_dependent_torque_limit_cuts_torque_at_high_speed():
-    pipe = ActuatorPipeline(PipelineConfig(encoder_delay=False, torque_delay=False,
-                                           velocity_filter=False, quantize_encoders=False), 1, 0.0005)
+    ideal = PipelineConfig(encoder_delay=False, torque_delay=False, velocity_filter=False,
+                           quantize_encoders=False)
+    pipe = ActuatorPipeline(ideal, 1, 0.0005)
     speed = 0.75 * C.MAX_JOINT_SPEED[None]
     pipe.reset(np.array([0]), np.zeros((1, 10)), speed)
     tau = pipe.torque(np.zeros((1, 10)), speed, np.full((1, 10), 10.0), np.zeros((1, 10)),
