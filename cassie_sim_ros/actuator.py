@@ -65,6 +65,9 @@ class ActuatorPipeline:
         self._qd_hist = np.zeros((self.encoder_delay + 1, num_sims, C.NUM_MOTORS))
         self._tau_hist = np.zeros((self.torque_delay + 1, num_sims, C.NUM_MOTORS))
         self._cursor = 0
+        self._no_soft_limit_torque = np.zeros((num_sims, C.NUM_MOTORS))
+        # Below half the maximum speed the speed-dependent limit is the plain torque limit.
+        self._half_speed = 0.5 * C.MAX_JOINT_SPEED
 
     def reset(self, ids: np.ndarray, motor_q: np.ndarray, motor_qd: np.ndarray) -> None:
         q = self._quantize(motor_q)
@@ -75,7 +78,7 @@ class ActuatorPipeline:
     def _quantize(self, q: np.ndarray) -> np.ndarray:
         if not self.config.quantize_encoders:
             return q
-        return np.round(q / self.resolution) * self.resolution
+        return np.rint(q / self.resolution) * self.resolution  # np.round's own kernel
 
     def _reading(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Encoder position and velocity as the robot had them at physics step ``step``."""
@@ -98,11 +101,12 @@ class ActuatorPipeline:
                kd: np.ndarray) -> np.ndarray:
         """Record this step's true motor state and return the torque applied during the step."""
         self._q_hist[self._cursor % self._q_hist.shape[0]] = self._quantize(motor_q)
-        self._qd_hist[self._cursor % self._qd_hist.shape[0]] = motor_qd
+        if not self.config.velocity_filter:  # else velocities come from the positions
+            self._qd_hist[self._cursor % self._qd_hist.shape[0]] = motor_qd
         q_seen, qd_seen = self._reading(self._cursor - self.encoder_delay)
         tau = kp * (p_target - q_seen) + kd * (d_target - qd_seen) + feedforward
         # np.minimum/np.maximum rather than np.clip: the same numbers, less call overhead.
-        if self.config.speed_torque_limit:
+        if self.config.speed_torque_limit and not (np.abs(qd_seen) <= self._half_speed).all():
             limit = np.minimum(np.maximum(
                 2.0 * C.TORQUE_LIMIT * (1.0 - np.abs(qd_seen) / C.MAX_JOINT_SPEED), 0.0),
                 C.TORQUE_LIMIT)
@@ -119,7 +123,7 @@ class ActuatorPipeline:
         """Joint torque of the soft limits (zero inside them)."""
         if not self.config.soft_joint_limits or not (
                 (motor_q > C.SOFT_LIMIT_HIGH) | (motor_q < C.SOFT_LIMIT_LOW)).any():
-            return np.zeros_like(motor_q)  # the usual case: every joint inside its limits
+            return self._no_soft_limit_torque  # the usual case: every joint inside its limits
         over = np.maximum(motor_q - C.SOFT_LIMIT_HIGH, 0.0)
         under = np.minimum(motor_q - C.SOFT_LIMIT_LOW, 0.0)
         depth = over + under
