@@ -27,8 +27,10 @@ extended Kalman filtering for robot state estimation" (IJRR 2020, tested on Cass
   forward kinematics is MuJoCo's own (to 1e-15 m), vectorised over robots in numpy.
 - Contact: shin-spring deflection with hysteresis. The sole is a capsule: a level foot touches
   with its centre, a pitched one with its heel or toe end (a change re-seats the foot), and a
-  foot in contact rolls (its axis point moves by Δφ × r·e_z). A foot whose innovation exceeds
-  a gate (1 mm + 0.5 m/s × Δt) is slipping: it leaves that correction and is re-seated.
+  foot in contact rolls (its axis point moves by Δφ × r·e_z) and creeps against the horizontal
+  force it carries (soft contact; half as fast flat, on both sole ends), that force taken as the
+  robot's mass times the IMU's horizontal acceleration, shared by load. A foot whose innovation
+  exceeds a gate (1 mm + 0.5 m/s × Δt) is slipping: it leaves that correction and is re-seated.
 - Bad inputs: a non-finite value, a value outside the sensor's range, or a one-update jump that
   the physics cannot make, in any input of a robot, rejects that robot's whole update: its state
   is left untouched and ``rejected_updates`` counts it. The next accepted update integrates over
@@ -142,6 +144,16 @@ class EstimatorConfig:
     its centre: the contact point moves there (and the foot is re-seated)."""
     roll_off_deg: float = 1.0
     """Sole pitch below which a foot on its heel or toe is flat again (hysteresis)."""
+    contact_creep: float = 6e-4
+    """Creep of a foot resting on its heel or toe end (m/s per N of horizontal force on it; a
+    flat foot rests on both ends and creeps half as fast): a soft contact slides slowly,
+    against the force it carries, well inside its friction cone. The force is the robot's mass
+    times the IMU's horizontal acceleration over the last correction interval (no external
+    force), shared by the feet in contact in proportion to their shin deflection. MuJoCo's
+    friction regularisation (solref 0.005) makes Cassie's sole end spheres creep at 0.61 mm/s
+    per N (least squares over ``bench/estimator.py``'s stances, R² 0.75-0.99 with rolling; two
+    ends touching: 0.33). A property of the simulated contact: on the robot, measure it or set
+    0 (a rigid contact)."""
     zero_velocity: bool = True
     """With no foot in contact and the IMU still (lying, hanging), measure zero velocity."""
     zero_velocity_std: float = 0.01
@@ -185,6 +197,8 @@ class EstimatorConfig:
                 raise ValueError(f"estimator.{name} must be finite and > 0, got {value!r}")
         if not self.contact_on < self.contact_off:
             raise ValueError("estimator.contact_on must be below contact_off (hysteresis)")
+        if not (np.isfinite(self.contact_creep) and self.contact_creep >= 0):
+            raise ValueError("estimator.contact_creep must be finite and >= 0")
         if not 0 <= self.roll_off_deg < self.roll_on_deg:
             raise ValueError("estimator.roll_off_deg must be in [0, roll_on_deg) (hysteresis)")
         if self.correction_every < 1:
@@ -404,6 +418,7 @@ class LegKinematics:
             points[s, 3] = 1.0
             self.sole_radius = float(m.geom_size[geom, 0])
         self._points = points
+        self.total_mass = float(m.body_mass.sum())
         self._template = template
         self._col0 = template[:-1, :, :3, 0].copy()  # R_body columns x and y, (7, 2, 3)
         self._col1 = template[:-1, :, :3, 1].copy()
@@ -547,6 +562,7 @@ class CassieEstimator:
         self.kinematics = kin = LegKinematics(model)
         self._r_imu = kin.imu_position
         self._radius = kin.sole_radius
+        self._creep = cfg.contact_creep * kin.total_mass  # creep per IMU velocity change (s)
 
         self.R = np.broadcast_to(np.eye(3), (n, 3, 3)).copy()
         self.X = np.zeros((n, 4, 3))
@@ -578,6 +594,7 @@ class CassieEstimator:
         velocity 3 (m/s). For diagnostics."""
         # Outputs that are not filter state.
         self._joint_qd = np.zeros((n, 6))
+        self._v_corrected = np.zeros((n, 3))  # IMU velocity after the last correction
         self._sole_offset = np.zeros((n, 2, 3))  # sole centre minus contact point, world axes
         self._foot_rot = np.broadcast_to(np.eye(3), (n, 2, 3, 3)).copy()  # feet in the world
         self._last_accepted = np.zeros((n, self._INPUT_WIDTH))
@@ -823,6 +840,7 @@ class CassieEstimator:
         v = self._init_velocity[ids] + np.cross((R @ omega[..., None])[..., 0], r_world)
         self.R[ids] = R
         self.X[ids] = np.concatenate([v[:, None], p[:, None], p[:, None] + feet], axis=1)
+        self._v_corrected[ids] = v
         self.b[ids] = 0.0
         var = np.zeros(_DIM)
         var[_R] = [cfg.init_tilt_std ** 2, cfg.init_tilt_std ** 2, cfg.init_yaw_std ** 2]
@@ -938,6 +956,16 @@ class CassieEstimator:
         turn = foot_rot @ self._foot_rot[sel].transpose(0, 1, 3, 2)
         X[:, 2:, 0] += (0.5 * self._radius) * (turn[..., 0, 2] - turn[..., 2, 0])
         X[:, 2:, 1] -= (0.5 * self._radius) * (turn[..., 2, 1] - turn[..., 1, 2])
+        # A foot in contact creeps against the horizontal force it carries: over Δt by −c·F·Δt,
+        # with the feet's total force m·Δv/Δt (Δv: the IMU's velocity change since the last
+        # correction, gravity removed) shared by shin deflection among the feet in contact; a
+        # flat foot stands on both sole ends, each with half the force, and creeps half as much.
+        if self._creep:
+            load = np.maximum(-deflection, 0.0) * (contact & ~self._reseat[sel])
+            share = load / np.maximum(np.add.reduce(load, 1), 1e-9)[:, None] * np.where(
+                mode == 0, 0.5, 1.0)
+            X[:, 2:, :2] -= share[..., None] * (self._creep * (X[:, 0, :2]
+                                                              - self._v_corrected[sel, :2]))[:, None]
         if reseat.any():
             X[:, 2:] = np.where(reseat[..., None], p[:, None] + Rh, X[:, 2:])
             rows = np.concatenate([reseat, np.zeros((k, 1), dtype=bool)], 1)[:, self._row_foot]
@@ -987,6 +1015,7 @@ class CassieEstimator:
 
         # ---- write back; terrain under the feet in contact
         self.R[sel], self.X[sel], self.b[sel], self.P[sel] = R, X, b, P
+        self._v_corrected[sel] = X[:, 0]
         self.contact[sel], self.foot_mode[sel], self._sole_offset[sel] = contact, mode, offset
         self._foot_rot[sel] = foot_rot
         self._reseat[sel] = slipping
