@@ -964,8 +964,8 @@ class CassieEstimator:
             load = np.maximum(-deflection, 0.0) * (contact & ~self._reseat[sel])
             share = load / np.maximum(np.add.reduce(load, 1), 1e-9)[:, None] * np.where(
                 mode == 0, 0.5, 1.0)
-            X[:, 2:, :2] -= share[..., None] * (self._creep * (X[:, 0, :2]
-                                                              - self._v_corrected[sel, :2]))[:, None]
+            dv = X[:, 0, :2] - self._v_corrected[sel, :2]
+            X[:, 2:, :2] -= share[..., None] * (self._creep * dv)[:, None]
         if reseat.any():
             X[:, 2:] = np.where(reseat[..., None], p[:, None] + Rh, X[:, 2:])
             rows = np.concatenate([reseat, np.zeros((k, 1), dtype=bool)], 1)[:, self._row_foot]
