@@ -41,6 +41,7 @@ Parameters (read once at start):
 * ``wait_for_readers``: ``state`` trigger: the first target waits until this many readers of
   pd_targets are matched, the driver among them (default 1). 2 lets a recorder started
   beforehand (``ros2 bag record``, a test's probe) hear a lockstep run from its first target.
+  A wait of over 5 s for more than one reader is logged.
 * ``use_sim_time``: run on /clock (the simulator) instead of the system clock.
 
 In ``state`` mode a target goes out only once the driver reads pd_targets (a node that
@@ -142,6 +143,7 @@ class PolicyNode(Node):
         self.driver_matched = False
         """Set once a driver reads the targets; cleared when no reader is left (restart)."""
         self.waiting_since: float | None = None  # wall time a due state first waited for it
+        self.readers_warned = False
         self.last_input = time.monotonic()  # wall time of the last joint state or IMU message
         self.deadlock_warned: int | None = None  # the early state already reported
         self.latencies: list[float] = []
@@ -261,8 +263,14 @@ class PolicyNode(Node):
         enough = matched >= max(1, self.wait_for_readers)
         self.driver_matched = enough and matched >= len(readers) and any(
             (i.node_namespace, i.node_name) in drivers for i in readers)
-        if not self.driver_matched and enough and self.waiting_since is not None and (
-                time.monotonic() - self.waiting_since > DRIVER_WAIT_S):
+        waited = (self.waiting_since is not None
+                  and time.monotonic() - self.waiting_since > DRIVER_WAIT_S)
+        if waited and not enough and self.wait_for_readers > 1 and not self.readers_warned:
+            self.readers_warned = True
+            self.get_logger().warning(
+                f"the first target waits for {self.wait_for_readers} matched readers of "
+                f"{self.targets_pub.topic_name} (wait_for_readers); {matched} so far")
+        if not self.driver_matched and enough and waited:
             self.get_logger().warning(
                 f"no node both publishes {self.joint_states_sub.topic_name} and reads "
                 f"{self.targets_pub.topic_name} after {DRIVER_WAIT_S:g} s: publishing to the "

@@ -307,6 +307,8 @@ def test_wait_for_readers_holds_the_first_target_until_a_recorder_reads_too(
         stream = StateStream(driver)
         driver.spin_for(1.0, stream, period=0.03)
         assert driver.targets == [], "a target went out with one reader"
+        assert wait_for_log(node, "the first target waits for 2 matched readers of "
+                            "/cassie/pd_targets (wait_for_readers); 1 so far", 15.0), log_of(node)
         recorder = Recorder()
         assert driver.spin_until(lambda: driver.targets, 20.0, stream, period=0.03), \
             log_of(node)
