@@ -66,6 +66,7 @@ class ActuatorPipeline:
         self._tau_hist = np.zeros((self.torque_delay + 1, num_sims, C.NUM_MOTORS))
         self._cursor = 0
         self._no_soft_limit_torque = np.zeros((num_sims, C.NUM_MOTORS))
+        self._no_soft_limit_torque.flags.writeable = False  # returned to every caller
         # Below half the maximum speed the speed-dependent limit is the plain torque limit.
         self._half_speed = 0.5 * C.MAX_JOINT_SPEED
 

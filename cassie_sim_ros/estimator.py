@@ -27,9 +27,10 @@ extended Kalman filtering for robot state estimation" (IJRR 2020, tested on Cass
   forward kinematics is MuJoCo's own (to 1e-15 m), vectorised over robots in numpy.
 - Contact: shin-spring deflection with hysteresis. The sole is a capsule: a level foot touches
   with its centre, a pitched one with its heel or toe end (a change re-seats the foot), and a
-  foot in contact rolls (its axis point moves by Δφ × r·e_z) and creeps against the horizontal
-  force it carries (soft contact; half as fast flat, on both sole ends), that force taken as the
-  robot's mass times the IMU's horizontal acceleration, shared by load. A foot whose innovation
+  foot in contact rolls (its axis point moves by Δφ × r·e_z) and, on soft ground (the
+  simulator's; ``contact_creep``), creeps against the horizontal force it carries (half as fast
+  flat, on both sole ends), that force taken as the robot's mass times the IMU's horizontal
+  acceleration, shared by load. A foot whose innovation
   exceeds a gate (1 mm + 0.5 m/s × Δt) is slipping: it leaves that correction and is re-seated.
 - Bad inputs: a non-finite value, a value outside the sensor's range, or a one-update jump that
   the physics cannot make, in any input of a robot, rejects that robot's whole update: its state
@@ -101,6 +102,12 @@ class InputLimits:
     """Rotation (rad) between consecutive orientation readings."""
 
 
+SIMULATED_CONTACT_CREEP = 6e-4
+"""``EstimatorConfig.contact_creep`` of this project's MuJoCo model: its friction regularisation
+(solref 0.005) lets Cassie's sole end spheres creep at 0.61 mm/s per N (least squares over
+``bench/estimator.py``'s stances, R² 0.75-0.99 with rolling; both ends touching: 0.33)."""
+
+
 @dataclass(frozen=True)
 class EstimatorConfig:
     """Noise model, contact detection and output filtering of ``CassieEstimator``.
@@ -144,16 +151,14 @@ class EstimatorConfig:
     its centre: the contact point moves there (and the foot is re-seated)."""
     roll_off_deg: float = 1.0
     """Sole pitch below which a foot on its heel or toe is flat again (hysteresis)."""
-    contact_creep: float = 6e-4
+    contact_creep: float = 0.0
     """Creep of a foot resting on its heel or toe end (m/s per N of horizontal force on it; a
     flat foot rests on both ends and creeps half as fast): a soft contact slides slowly,
     against the force it carries, well inside its friction cone. The force is the robot's mass
     times the IMU's horizontal acceleration over the last correction interval (no external
-    force), shared by the feet in contact in proportion to their shin deflection. MuJoCo's
-    friction regularisation (solref 0.005) makes Cassie's sole end spheres creep at 0.61 mm/s
-    per N (least squares over ``bench/estimator.py``'s stances, R² 0.75-0.99 with rolling; two
-    ends touching: 0.33). A property of the simulated contact: on the robot, measure it or set
-    0 (a rigid contact)."""
+    force), shared by the feet in contact in proportion to their shin deflection. 0: a rigid
+    contact, the default (a real robot's ground, until measured). The simulator's own estimate
+    uses ``SIMULATED_CONTACT_CREEP``."""
     zero_velocity: bool = True
     """With no foot in contact and the IMU still (lying, hanging), measure zero velocity."""
     zero_velocity_std: float = 0.01
@@ -165,7 +170,8 @@ class EstimatorConfig:
     still_tau: float = 0.05
     """Time constant (s) of the stillness low-pass."""
     terrain_tau: float = 0.05
-    """Time constant (s) of the terrain height under the robot, from the feet in contact."""
+    """Time constant (s) of the terrain height under the robot, from the feet in steady
+    contact (not slipping, not just touched down)."""
     joint_velocity_tau: float = 0.001
     """Time constant (s) of the low-pass on joint (shin, tarsus, crank) velocities; 0 = none."""
     init_tilt_std: float = 0.02
@@ -1013,7 +1019,7 @@ class CassieEstimator:
             u, _, vt = np.linalg.svd(R)
             R = np.where((corrections % 256 == 0)[:, None, None], u @ vt, R)
 
-        # ---- write back; terrain under the feet in contact
+        # ---- write back; terrain under the feet in steady contact
         self.R[sel], self.X[sel], self.b[sel], self.P[sel] = R, X, b, P
         self._v_corrected[sel] = X[:, 0]
         self.contact[sel], self.foot_mode[sel], self._sole_offset[sel] = contact, mode, offset

@@ -188,7 +188,7 @@ class CassieSim:
         self._xfrc[ids] = 0.0
         self._qfrc[ids] = 0.0
         self._push_steps[ids] = 0
-        self._pushing = bool(self._push_steps.any())
+        self._pushing = bool((self._push_steps > 0).any())
         self.diverged[ids] = False
         q, qd = self._qpos[ids][:, self._motor_qadr], self._qvel[ids][:, self._motor_dadr]
         if self.pipeline is not None:
@@ -262,7 +262,7 @@ class CassieSim:
         self._xfrc[ids, self._pelvis, :3] = force if steps else 0.0
         self._xfrc[ids, self._pelvis, 3:] = torque if steps else 0.0
         self._push_steps[ids] = steps
-        self._pushing = bool(self._push_steps.any())
+        self._pushing = bool((self._push_steps > 0).any())
 
     # ---------------------------------------------------------------- stepping
 
@@ -285,7 +285,7 @@ class CassieSim:
                 self._push_steps[pushing] -= chunk
                 ended = pushing & (self._push_steps <= 0)
                 self._xfrc[ended, self._pelvis] = 0.0
-                self._pushing = bool(self._push_steps.any())
+                self._pushing = bool((self._push_steps > 0).any())
         self._check_divergence()
 
     def _step_pipeline(self):
@@ -481,7 +481,7 @@ class CassieSim:
         for name in ("p_target", "d_target", "feedforward", "kp", "kd"):
             getattr(self, f"_{name}")[:] = state[name]
         self._push_steps[:] = state["push_steps"]
-        self._pushing = bool(self._push_steps.any())
+        self._pushing = bool((self._push_steps > 0).any())
         self.diverged[:] = state["diverged"]
         self._rng.bit_generator.state = state["rng"]
         if self.pipeline is not None:

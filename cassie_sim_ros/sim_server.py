@@ -31,7 +31,8 @@ import numpy as np
 
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError
-from cassie_sim_ros.estimator import CassieEstimator, EstimatorState
+from cassie_sim_ros.estimator import (SIMULATED_CONTACT_CREEP, CassieEstimator, EstimatorConfig,
+                                      EstimatorState)
 from cassie_sim_ros.sim import CassieSim, SimConfig
 
 MAX_PUBLISH_RATE = 2000.0
@@ -270,7 +271,10 @@ class SimServer:
         self.estimator = None
         if config.estimator_rate > 0:
             self.steps_per_estimate = int(round(1.0 / (config.estimator_rate * config.timestep)))
-            self.estimator = CassieEstimator(1, dt=self.steps_per_estimate * config.timestep)
+            # The simulator's estimate may know how its own ground behaves.
+            self.estimator = CassieEstimator(
+                1, dt=self.steps_per_estimate * config.timestep,
+                config=EstimatorConfig(contact_creep=SIMULATED_CONTACT_CREEP))
         self.steps = 0
         """Physics steps since start; simulated time is ``steps * timestep`` and never resets."""
         self.reset()

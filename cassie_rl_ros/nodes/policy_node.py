@@ -38,18 +38,21 @@ Parameters (read once at start):
 * ``reset_sim_on_start``: call ``cassie/reset`` once when the first target goes out, so the
   policy takes over a standing robot (the simulator's hold mode does not balance). Simulator
   only; render.launch.py sets it.
-* ``wait_for_readers``: ``state`` trigger: the first target waits until this many readers of
-  pd_targets are matched, the driver among them (default 1). 2 lets a recorder started
-  beforehand (``ros2 bag record``, a test's probe) hear a lockstep run from its first target.
-  A wait of over 5 s for more than one reader is logged.
+* ``wait_for_readers``: ``state`` trigger: the first target (and the first after every reader
+  left, e.g. a restarted driver) waits until this many readers of pd_targets are matched, the
+  driver among them (default 1). 2 lets a recorder started beforehand (``ros2 bag record``, a
+  test's probe) hear a lockstep run from its first target. A wait of over 5 s for more than
+  one reader is logged.
 * ``use_sim_time``: run on /clock (the simulator) instead of the system clock.
 
 In ``state`` mode a target goes out only once the driver reads pd_targets (a node that
 publishes the joint states and subscribes to the targets, as the simulator node and the
 hardware bridge do): a first target that reached only another reader (``ros2 bag record``)
-would leave a lockstep driver waiting. A driver split over two nodes gets them after 5 s.
-Readers are counted as matched by the publisher (DDS), not as listed in the ROS graph: a
-reader the graph lists may still miss targets sent before its match.
+would leave a lockstep driver waiting. A driver split over two nodes gets them after 5 s (once
+``wait_for_readers`` readers are matched).
+Readers count once DDS has matched them to the publisher, which can come seconds after the
+graph lists them; a recorder that subscribes once the graph lists the publisher (as
+``ros2 bag record`` does) matches on its own side at once.
 
 Either way the gait clock advances by the trained policy period per published target. Inputs
 older than 3 policy periods (node clock) stop the publishing, with a warning, until fresh ones
@@ -278,6 +281,7 @@ class PolicyNode(Node):
             self.driver_matched = True
         if self.driver_matched:
             self.waiting_since = None  # a later wait (a restarted driver) starts its own clock
+            self.readers_warned = False
         return self.driver_matched
 
     def on_retry(self):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cassie_sim_ros import constants as C
-from cassie_sim_ros.estimator import (CassieEstimator, EstimatorConfig, LegKinematics,
-                                      OBSERVATION_46_LAYOUT, matrix_to_quat, observation_46,
-                                      quat_to_matrix)
+from cassie_sim_ros.estimator import (SIMULATED_CONTACT_CREEP, CassieEstimator,
+                                      EstimatorConfig, LegKinematics, OBSERVATION_46_LAYOUT,
+                                      matrix_to_quat, observation_46, quat_to_matrix)
 from cassie_sim_ros.model import STANDING_QPOS, load_model
 from cassie_sim_ros.sim import CassieSim, SensorReadings, SimConfig
 
@@ -256,13 +256,13 @@ def test_a_fall_does_not_lift_the_terrain_under_the_robot():
 
 def test_the_estimate_follows_feet_creeping_on_the_soft_ground():
     # Under the default PD hold Cassie slumps, and its loaded feet slide backwards in MuJoCo's
-    # soft contact, well inside the friction cone. A rigid-contact estimate carries the pelvis
-    # along with them; the creep model (mass x IMU acceleration as the feet's horizontal force)
-    # follows them.
+    # soft contact, well inside the friction cone. A rigid-contact estimate (the default)
+    # carries the pelvis along with them; the creep model (mass x IMU acceleration as the feet's
+    # horizontal force) follows them.
     sim = CassieSim(SimConfig(actuator="faithful"), num_sims=1)
     sim.set_pd(sim.motor_state()[0])
     feet_before = sim.foot_positions()[0, :, :2].copy()
-    est = CassieEstimator(1, DT)
+    est = CassieEstimator(1, DT, EstimatorConfig(contact_creep=SIMULATED_CONTACT_CREEP))
     for k in range(1400):
         sim.step(1)
         state = est.update(sim.sensors())

@@ -222,9 +222,13 @@ def test_a_lockstep_driver_with_a_shorter_period_is_named_not_waited_on_silently
 class Recorder(ProbeNode):
     """Another reader of the targets (a bag recorder, a plotter): not the driver."""
 
-    def __init__(self):
+    def __init__(self, listen: bool = True):
         super().__init__("recorder")
         self.targets: list[JointState] = []
+        if listen:
+            self.listen()
+
+    def listen(self):
         self.node.create_subscription(JointState, "/cassie/pd_targets", self.targets.append, 100)
 
 
@@ -309,7 +313,13 @@ def test_wait_for_readers_holds_the_first_target_until_a_recorder_reads_too(
         assert driver.targets == [], "a target went out with one reader"
         assert wait_for_log(node, "the first target waits for 2 matched readers of "
                             "/cassie/pd_targets (wait_for_readers); 1 so far", 15.0), log_of(node)
-        recorder = Recorder()
+        # As `ros2 bag record` does: subscribe once the graph lists the publisher, so this side
+        # matches at once; the policy node's wait covers the publisher's side.
+        recorder = Recorder(listen=False)
+        assert recorder.spin_until(lambda: any(
+            i.node_name == "policy_node"
+            for i in recorder.node.get_publishers_info_by_topic("/cassie/pd_targets")), 20.0)
+        recorder.listen()
         assert driver.spin_until(lambda: driver.targets, 20.0, stream, period=0.03), \
             log_of(node)
         assert recorder.spin_until(lambda: recorder.targets, 10.0)
