@@ -30,8 +30,8 @@ extended Kalman filtering for robot state estimation" (IJRR 2020, tested on Cass
   foot in contact rolls (its axis point moves by Δφ × r·e_z) and, on soft ground (the
   simulator's; ``contact_creep``), creeps against the horizontal force it carries (half as fast
   flat, on both sole ends), that force taken as the robot's mass times the IMU's horizontal
-  acceleration, shared by load. A foot whose innovation
-  exceeds a gate (1 mm + 0.5 m/s × Δt) is slipping: it leaves that correction and is re-seated.
+  acceleration, shared by load. A foot whose innovation exceeds a gate (1 mm + 0.5 m/s × Δt)
+  is slipping: it leaves that correction and is re-seated.
 - Bad inputs: a non-finite value, a value outside the sensor's range, or a one-update jump that
   the physics cannot make, in any input of a robot, rejects that robot's whole update: its state
   is left untouched and ``rejected_updates`` counts it. The next accepted update integrates over

@@ -13,6 +13,7 @@ import yaml
 
 from cassie_sim_ros import constants as C
 from cassie_sim_ros.config import ConfigError, from_dict
+from cassie_sim_ros.estimator import SIMULATED_CONTACT_CREEP
 from cassie_sim_ros.sim_server import (JOINT_NAMES, Event, PdCommand, RealtimePacer, Rejection,
                                        SimNodeConfig, SimServer, Throttle, quat_rotate_inverse)
 
@@ -388,6 +389,8 @@ def test_the_estimator_runs_at_its_rate_and_can_be_turned_off():
     assert estimate is not None and estimate.valid[0]
     true_up = server.snapshot().pelvis_orientation
     assert np.allclose(estimate.pelvis_orientation[0][[1, 2]], true_up[[1, 2]], atol=0.02)
+    # The simulator's estimate knows its own ground: MuJoCo's soft contact creeps.
+    assert server.estimator.config.contact_creep == SIMULATED_CONTACT_CREEP > 0
     assert SimServer(SimNodeConfig(estimator_rate=0.0)).snapshot().estimate is None
     with pytest.raises(ConfigError, match="estimator_rate"):
         SimNodeConfig(estimator_rate=300.0)  # not a divisor of 2000 Hz
